@@ -1,0 +1,46 @@
+"""One dataclass of documented arguments for a training run; the CLI and the Python API both fill it."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+# The offline defaults: both ship inside PyPI packages (see README, "Offline default").
+DEFAULT_MODEL = "builtin:multilingual-e5-small"
+DEFAULT_DATA = "builtin:inews"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines one fine-tuning run. Defaults follow the reference notebook."""
+
+    output_dir: str
+    """Where the model, tokenizer, metrics.json, config.json and train.log are written (atomically)."""
+    model: str = DEFAULT_MODEL
+    """A hub id (e.g. `bert-base-chinese`), a local HF model folder, or `builtin:multilingual-e5-small`."""
+    data: str = DEFAULT_DATA
+    """`modelscope:OWNER/NAME`, `hf:OWNER/NAME`, a .csv/.tsv/.jsonl/.json/.parquet file, a folder, or `builtin:NAME`."""
+    text_column: str = "sentence"
+    label_column: str = "label"
+    freeze: str = "none"
+    """`none` (full fine-tuning), `N` (freeze encoder layers 0..N-1) or `head` (train only the classifier)."""
+    freeze_embeddings: bool = False
+    """Also freeze the embeddings (with `N`; `head` always freezes them)."""
+    epochs: int = 3
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    lr: float = 5e-5
+    max_length: int = 30
+    seed: int = 0
+    metric: str = "accuracy"
+    """Which validation metric picks the best epoch: `accuracy` or `macro_f1`."""
+    early_stopping: int | None = None
+    """Stop after this many epochs without improvement of `metric` (None: never)."""
+    validation_fraction: float = 0.1
+    """Share of train held out (stratified, seeded) when the data has no validation split."""
+    overwrite: bool = False
+    extra: dict = field(default_factory=dict)
+    """Options added by later features (kept in the recorded config)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

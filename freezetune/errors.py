@@ -1,0 +1,10 @@
+"""The one error type users see.
+
+Anything raised as `UserError` is a problem with the user's input that they can fix; the CLI prints its
+message on one line and exits with code 2, without a traceback. Every other exception is a bug in
+freezetune and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """A bad input: the message names the problem and the fix, in one line."""

@@ -1,0 +1,65 @@
+"""Model and tokenizer loading: hub ids, local folders and the builtin offline encoder, one way for all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+
+BUILTIN_PREFIX = "builtin:"
+
+
+def resolve_model(name: str) -> str:
+    """The path or hub id that `from_pretrained` should see for a `--model` value."""
+    if name.startswith(BUILTIN_PREFIX):
+        from .builtin_e5 import BUILTIN_E5, builtin_e5_path
+
+        if name != BUILTIN_E5:
+            raise UserError(f"unknown builtin model '{name}': the builtin model is {BUILTIN_E5}")
+        return str(builtin_e5_path())
+    return name
+
+
+def _load(loader, name: str, **kwargs):
+    from . import mean_pool  # noqa: F401  registers the mean-pooling head with the Auto classes
+
+    source = resolve_model(name)
+    try:
+        return loader(source, **kwargs)
+    except UserError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        if Path(source).exists():
+            raise UserError(f"cannot load model from {source} ({type(exc).__name__}: {_first_line(exc)}): "
+                            "it must be a Hugging Face model folder (config.json, weights, tokenizer)") from exc
+        raise UserError(
+            f"cannot load model '{name}': it is not a local folder and the Hugging Face hub is unreachable "
+            "or has no such model; pass a downloaded model folder with --model PATH "
+            "(or use the offline default builtin:multilingual-e5-small)"
+        ) from exc
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    return _load(AutoTokenizer.from_pretrained, name)
+
+
+def load_classifier(name: str, label_names: list[str] | None = None):
+    """A sequence classifier; with `label_names` a fresh head of that many classes is attached."""
+    from transformers import AutoModelForSequenceClassification
+
+    kwargs = {}
+    if label_names is not None:
+        kwargs = dict(
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={n: i for i, n in enumerate(label_names)},
+            # A checkpoint that already has a head of another size (e.g. a fine-tuned model) gets a new one.
+            ignore_mismatched_sizes=True,
+        )
+    return _load(AutoModelForSequenceClassification.from_pretrained, name, **kwargs)

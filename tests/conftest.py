@@ -1,0 +1,68 @@
+"""Shared fixtures: a tiny learnable Chinese dataset and a tiny local BERT, so tests need no network."""
+
+from __future__ import annotations
+
+import random
+
+import pandas as pd
+import pytest
+
+from freezetune.data.splits import Splits
+
+# Each class has its own marker characters; the filler is shared, so a model must find the markers.
+MARKERS = {"正面": "好棒赞爱乐喜", "中性": "般常平普还行", "负面": "差烂坏恨糟怒"}
+FILLER = "我你他今天游戏这个玩家队友觉得真挺们都很又在也"
+# Imbalanced on purpose (正面 is the majority), like real review data.
+WEIGHTS = {"正面": 0.5, "中性": 0.3, "负面": 0.2}
+SPLIT_SIZES = {"train": 120, "validation": 40, "test": 40}
+
+
+def synthetic_frame(n: int, seed: int) -> pd.DataFrame:
+    """About `n` rows (exact class proportions) of (sentence, label): 4-10 filler characters with 1-2 markers of the label mixed in."""
+    rng = random.Random(seed)
+    labels = [label for label, w in WEIGHTS.items() for _ in range(round(n * w))]
+    rng.shuffle(labels)
+    rows = []
+    for label in labels:
+        chars = rng.choices(FILLER, k=rng.randint(4, 10)) + rng.choices(MARKERS[label], k=rng.randint(1, 2))
+        rng.shuffle(chars)
+        rows.append({"sentence": "".join(chars), "label": label})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="session")
+def tiny_csv_dir(tmp_path_factory):
+    """A folder with train.csv / validation.csv / test.csv (columns sentence,label; string labels)."""
+    folder = tmp_path_factory.mktemp("tiny_csv")
+    for i, (name, n) in enumerate(SPLIT_SIZES.items()):
+        synthetic_frame(n, seed=i).to_csv(folder / f"{name}.csv", index=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_splits(tiny_csv_dir):
+    """The `tiny_csv_dir` data as Splits (label ids = sorted label names), without going through a loader."""
+    frames = {name: pd.read_csv(tiny_csv_dir / f"{name}.csv") for name in SPLIT_SIZES}
+    names = sorted(frames["train"]["label"].unique())
+    as_ids = lambda f: pd.DataFrame({"text": f["sentence"], "label": f["label"].map(names.index)})  # noqa: E731
+    return Splits(as_ids(frames["train"]), as_ids(frames["validation"]), as_ids(frames["test"]), names)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A randomly initialised 2-layer BERT + BertTokenizer over the synthetic data's characters (a folder path)."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    chars = sorted(set(FILLER + "".join(MARKERS.values())))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )
+    torch.manual_seed(0)  # the same weights in every session, so tests see the same numbers
+    BertModel(config).save_pretrained(folder)
+    return folder

@@ -1,0 +1,115 @@
+"""End to end: train -> saved folder -> metrics, freezing, determinism, atomic output."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+from sklearn.metrics import accuracy_score, f1_score
+
+from freezetune import TrainConfig, UserError
+from freezetune.training import train
+
+
+def tiny_config(tiny_bert, tiny_csv_dir, output_dir, **overrides) -> TrainConfig:
+    settings = dict(output_dir=str(output_dir), model=str(tiny_bert), data=str(tiny_csv_dir), freeze="1",
+                    epochs=2, batch_size=16, lr=5e-3, max_length=16)
+    return TrainConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bert, tiny_csv_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "out"
+    metrics = train(tiny_config(tiny_bert, tiny_csv_dir, out))
+    return out, metrics
+
+
+def test_output_folder_is_complete(trained):
+    out, metrics = trained
+    for name in ("config.json", "model.safetensors", "tokenizer_config.json", "metrics.json", "run_config.json", "train.log"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "metrics.json").read_text(encoding="utf-8")) == json.loads(json.dumps(metrics, ensure_ascii=False))
+    assert [row["epoch"] for row in metrics["epochs"]] == [1, 2]
+    for row in metrics["epochs"]:
+        assert set(row) == {"epoch", "train_loss", "eval_loss", "accuracy", "macro_f1", "weighted_f1"}
+    assert json.loads((out / "run_config.json").read_text())["strategy"] == "freeze1"
+    assert not list(out.parent.glob(".out.partial-*"))
+
+
+def test_best_epoch_is_the_best_by_metric(trained):
+    _, metrics = trained
+    best = max(metrics["epochs"], key=lambda r: r["accuracy"])
+    assert metrics["best_epoch"] == best["epoch"]
+    assert metrics["validation"]["accuracy"] == pytest.approx(best["accuracy"])
+
+
+def test_metrics_equal_scikit_learn(trained, tiny_csv_dir):
+    _, metrics = trained
+    labels = pd.read_csv(tiny_csv_dir / "test.csv")["label"].map(metrics["label_names"].index)
+    preds = metrics["evaluation_predictions"]
+    report = metrics["evaluation"]
+    assert report["accuracy"] == pytest.approx(accuracy_score(labels, preds))
+    assert report["macro_f1"] == pytest.approx(f1_score(labels, preds, average="macro", zero_division=0))
+    assert report["weighted_f1"] == pytest.approx(f1_score(labels, preds, average="weighted", zero_division=0))
+    assert np.array(report["confusion_matrix"]).sum() == len(labels)
+    per_class_f1 = f1_score(labels, preds, average=None, labels=[0, 1, 2], zero_division=0)
+    assert [report["per_class"][n]["f1"] for n in metrics["label_names"]] == pytest.approx(per_class_f1)
+
+
+def test_frozen_parameters_unchanged_and_trainable_ones_changed(trained, tiny_bert):
+    out, _ = trained
+    before = load_file(tiny_bert / "model.safetensors")
+    after = {k.removeprefix("bert."): v for k, v in load_file(out / "model.safetensors").items()}
+    frozen = [k for k in before if k.startswith("encoder.layer.0.")]
+    trainable = [k for k in before if k.startswith(("encoder.layer.1.", "embeddings.word_embeddings"))]
+    assert frozen and trainable
+    for key in frozen:
+        assert torch.equal(before[key], after[key]), key
+    assert all(not torch.equal(before[k], after[k]) for k in trainable)
+
+
+def test_saved_model_loads_with_auto_class_and_pipeline(trained):
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    out, metrics = trained
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert [model.config.id2label[i] for i in range(3)] == metrics["label_names"] == ["中性", "正面", "负面"]
+    result = pipeline("text-classification", model=str(out))("今天游戏真好")
+    assert result[0]["label"] in metrics["label_names"]
+
+
+def test_same_seed_gives_same_metrics(trained, tiny_bert, tiny_csv_dir, tmp_path):
+    _, metrics = trained
+    again = train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "again"))
+    for key in ("epochs", "evaluation", "evaluation_predictions", "best_epoch"):
+        assert again[key] == metrics[key], key
+
+
+def test_existing_output_is_refused_and_untouched(trained, tiny_bert, tiny_csv_dir):
+    out, _ = trained
+    before = (out / "metrics.json").read_bytes()
+    with pytest.raises(UserError, match="already exists.*--overwrite"):
+        train(tiny_config(tiny_bert, tiny_csv_dir, out))
+    assert (out / "metrics.json").read_bytes() == before
+
+
+def test_interrupted_run_leaves_no_output(tiny_bert, tiny_csv_dir, tmp_path, monkeypatch):
+    from transformers import Trainer
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_freeze_beyond_the_layers_is_refused(tiny_bert, tiny_csv_dir, tmp_path):
+    with pytest.raises(UserError, match="more than the model's 2 encoder layers"):
+        train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", freeze="5"))
+    assert not (tmp_path / "out").exists()
