@@ -7,9 +7,9 @@ the metrics and an output folder that appears whole or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import resource
 import shutil
 import sys
 import time
@@ -17,16 +17,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, set_seed
 
+from .compact_embedding import compact_word_embeddings
 from .config import TrainConfig
 from .data import LABEL, TEXT, Splits, load_splits
 from .errors import UserError
+from .measure import peak_memory_mb
 from .metrics import SELECTION_METRICS, classification_report, summary_metrics
 from .models import load_classifier, load_tokenizer
 from .outputs import check_output_dir, staged_output_dir, write_json_atomic
+from .prefix_cache import CachedPrefixDataset, cached_layers, collate_cached, encode_prefix, top_only
 from .tuning import apply_strategy, parse_strategy
 
 METRICS_FILE, RUN_CONFIG_FILE, LOG_FILE = "metrics.json", "run_config.json", "train.log"
+SCRATCH_DIR = "trainer-scratch"
 
 
 class RunLog:
@@ -53,17 +58,38 @@ def validate_config(config: TrainConfig) -> None:
     parse_strategy(config.freeze, config.freeze_embeddings)
 
 
-def tokenize_frame(tokenizer, frame, max_length: int):
-    """A `datasets.Dataset` of unpadded token ids: the collator pads each batch to its own longest row."""
-    import datasets
+def tokenize_frame(tokenizer, frame, max_length: int) -> list[dict]:
+    """Unpadded token ids per example: the collator pads each batch only to its own longest row."""
+    encoded = tokenizer(frame[TEXT].tolist(), truncation=True, max_length=max_length)
+    return [{**{key: values[i] for key, values in encoded.items()}, "labels": int(label)}
+            for i, label in enumerate(frame[LABEL])]
 
-    dataset = datasets.Dataset.from_dict({TEXT: frame[TEXT].tolist(), "labels": frame[LABEL].tolist()})
-    return dataset.map(
-        lambda batch: tokenizer(batch[TEXT], truncation=True, max_length=max_length),
-        batched=True,
-        remove_columns=[TEXT],
-        desc="tokenizing",
-    )
+
+class BestEpochCallback(TrainerCallback):
+    """Keeps the best epoch's weights in memory and stops after `patience` epochs without improvement.
+
+    Only trainable parameters change, so they are all we copy: cheaper than the Trainer's checkpoint
+    files, and it works while the model is cut down to its trainable top (see prefix_cache).
+    """
+
+    def __init__(self, metric: str, patience: int | None):
+        self.metric, self.patience = metric, patience
+        self.best_score, self.snapshot, self.stale = None, {}, 0
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        score = metrics[f"eval_{self.metric}"]
+        if self.best_score is None or score > self.best_score:
+            self.best_score, self.stale = score, 0
+            self.snapshot = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        else:
+            self.stale += 1
+            control.should_training_stop = bool(self.patience and self.stale >= self.patience)
+
+    @torch.no_grad()
+    def restore_best(self, model) -> None:
+        for name, param in model.named_parameters():
+            if name in self.snapshot:
+                param.copy_(self.snapshot[name])
 
 
 def _compute_metrics(eval_pred):
@@ -86,19 +112,11 @@ def _epoch_rows(log_history: list[dict]) -> list[dict]:
     return [row for _, row in sorted(rows.items()) if "eval_loss" in row]
 
 
-def _peak_memory_mb() -> float:
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 def train(config: TrainConfig, splits: Splits | None = None) -> dict:
     """Fine-tune `config.model` on `config.data`; write the model and reports to `config.output_dir`.
 
     Returns the contents of metrics.json. `splits` may be passed to reuse data already loaded (compare does).
     """
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
-
     validate_config(config)
     check_output_dir(config.output_dir, config.overwrite)  # fail before any slow work
     log = RunLog()
@@ -117,44 +135,46 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
     log(f"model {config.model}, strategy {strategy.name}: {counts['trainable_params']:,} trainable of "
         f"{counts['total_params']:,} parameters ({counts['trainable_params'] / counts['total_params']:.1%})")
 
-    train_ds = tokenize_frame(tokenizer, splits.train, config.max_length)
-    validation_ds = tokenize_frame(tokenizer, splits.validation, config.max_length)
+    train_features = tokenize_frame(tokenizer, splits.train, config.max_length)
+    validation_features = tokenize_frame(tokenizer, splits.validation, config.max_length)
     evaluation_name, evaluation_frame = splits.evaluation_split
+    best_epoch = BestEpochCallback(config.metric, config.early_stopping)
 
     with staged_output_dir(config.output_dir, config.overwrite) as stage:
         args = TrainingArguments(
-            output_dir=str(stage / "checkpoints"),
+            output_dir=str(stage / SCRATCH_DIR),  # nothing is saved there (save_strategy="no"); removed below
             num_train_epochs=config.epochs,
             per_device_train_batch_size=config.batch_size,
             per_device_eval_batch_size=config.eval_batch_size,
             learning_rate=config.lr,
+            weight_decay=0.0,  # the Trainer's default, stated: compact_word_embeddings relies on it
             seed=config.seed,
             eval_strategy="epoch",
-            save_strategy="epoch",
             logging_strategy="epoch",  # so each logged train loss is that epoch's mean
-            save_only_model=True,
-            save_total_limit=1,
-            load_best_model_at_end=True,
-            metric_for_best_model=config.metric,
-            greater_is_better=True,
+            save_strategy="no",  # BestEpochCallback keeps the best weights in memory instead
             # Batches of similar length waste less compute on padding (shuffled within mega-batches).
             train_sampling_strategy="group_by_length",
             dataloader_pin_memory=torch.cuda.is_available(),
             report_to=[],
         )
-        callbacks = [EarlyStoppingCallback(config.early_stopping)] if config.early_stopping else []
-        trainer = Trainer(
-            model=model,
-            args=args,
-            train_dataset=train_ds,
-            eval_dataset=validation_ds,
-            processing_class=tokenizer,
-            data_collator=DataCollatorWithPadding(tokenizer),
-            compute_metrics=_compute_metrics,
-            callbacks=callbacks,
-        )
         started = time.perf_counter()
-        train_output = trainer.train()
+        with contextlib.ExitStack() as fast_paths, peak_memory_mb() as peak:
+            fast_paths.enter_context(compact_word_embeddings(model, train_features, args.weight_decay))
+            train_set, validation_set, collator = train_features, validation_features, DataCollatorWithPadding(tokenizer)
+            n_cached = cached_layers(model, strategy)
+            if n_cached:
+                log(f"embeddings and layers 0..{n_cached - 1} are frozen: computing their output once")
+                train_set = CachedPrefixDataset(train_features, encode_prefix(model, train_features, n_cached, config.eval_batch_size))
+                validation_set = CachedPrefixDataset(validation_features, encode_prefix(model, validation_features, n_cached, config.eval_batch_size))
+                collator = collate_cached
+                fast_paths.enter_context(top_only(model, n_cached))
+            trainer = Trainer(
+                model=model, args=args, train_dataset=train_set, eval_dataset=validation_set,
+                processing_class=tokenizer, data_collator=collator, compute_metrics=_compute_metrics,
+                callbacks=[best_epoch],
+            )
+            train_output = trainer.train()
+            best_epoch.restore_best(model)
         train_seconds = time.perf_counter() - started
 
         epochs = _epoch_rows(trainer.state.log_history)
@@ -163,11 +183,14 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
             log(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, validation loss {row['eval_loss']:.4f}, "
                 f"accuracy {row['accuracy']:.4f}, macro-F1 {row['macro_f1']:.4f}" + ("  <- best" if row is best else ""))
 
-        validation_preds = trainer.predict(validation_ds).predictions.argmax(axis=-1)
+        # The whole model again (fast paths undone): final predictions as any user of the folder gets them.
+        trainer.data_collator = DataCollatorWithPadding(tokenizer)
+        validation_preds = trainer.predict(validation_features).predictions.argmax(axis=-1)
         if evaluation_name == "validation":
             evaluation_preds = validation_preds
         else:
-            evaluation_preds = trainer.predict(tokenize_frame(tokenizer, evaluation_frame, config.max_length)).predictions.argmax(axis=-1)
+            evaluation_features = tokenize_frame(tokenizer, evaluation_frame, config.max_length)
+            evaluation_preds = trainer.predict(evaluation_features).predictions.argmax(axis=-1)
         metrics = {
             "epochs": epochs,
             "best_epoch": best["epoch"],
@@ -179,17 +202,18 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
             "evaluation_predictions": evaluation_preds.tolist(),
             "strategy": strategy.name,
             **counts,
+            "cached_layers": n_cached or 0,
             "train_seconds": train_seconds,
-            "train_samples_per_second": train_output.metrics.get("train_samples_per_second"),
-            "peak_memory_mb": _peak_memory_mb(),
+            "train_samples_per_second": len(train_features) * len(epochs) / train_seconds,
+            "peak_memory_mb": peak[0],
             "data_notes": splits.notes,
         }
         log(f"best epoch {best['epoch']} by validation {config.metric}; {evaluation_name}: "
             f"accuracy {metrics['evaluation']['accuracy']:.4f}, macro-F1 {metrics['evaluation']['macro_f1']:.4f}; "
             f"trained in {train_seconds:.1f}s")
 
-        shutil.rmtree(stage / "checkpoints")
-        trainer.save_model(str(stage))  # the best model (loaded at end) and the tokenizer, HF format
+        shutil.rmtree(stage / SCRATCH_DIR, ignore_errors=True)
+        trainer.save_model(str(stage))  # the best epoch's model and the tokenizer, HF format
         write_json_atomic(stage / METRICS_FILE, metrics)
         write_json_atomic(stage / RUN_CONFIG_FILE, {**config.to_dict(), "strategy": strategy.name, "output_dir": str(Path(config.output_dir))})
         (stage / LOG_FILE).write_text(

@@ -59,11 +59,12 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
     )
 
 
-def embeddings(model: nn.Module) -> nn.Module:
-    module = getattr(model.base_model, "embeddings", None)
-    if module is None:
+def embedding_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules below the first encoder layer (ELECTRA adds a projection after its embeddings)."""
+    base = model.base_model
+    if getattr(base, "embeddings", None) is None:
         raise UserError(f"cannot find the embeddings of model type '{model.config.model_type}': use --freeze none")
-    return module
+    return [base.embeddings] + ([base.embeddings_project] if hasattr(base, "embeddings_project") else [])
 
 
 def apply_strategy(model: nn.Module, strategy: Strategy) -> dict[str, int]:
@@ -81,7 +82,7 @@ def apply_strategy(model: nn.Module, strategy: Strategy) -> dict[str, int]:
             )
         frozen = list(layers[: strategy.frozen_layers])
         if strategy.freeze_embeddings:
-            frozen.append(embeddings(model))
+            frozen += embedding_modules(model)
     for module in frozen:
         for p in module.parameters():
             p.requires_grad = False

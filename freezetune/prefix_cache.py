@@ -1,0 +1,128 @@
+"""Run a frozen prefix once: when the embeddings and layers 0..N-1 are frozen, their output never changes.
+
+So we compute the hidden states entering layer N once per example (in eval mode) and train on those:
+later steps run only layers N.. and the head, and backprop stops at layer N. The price, unlike the
+reference notebook: no dropout inside the frozen layers (they always run in eval mode).
+
+The trick is generic across BERT-like encoders: while training, the model's embeddings are swapped for
+a pass-through that returns the cached states (fed as `inputs_embeds`) and its layer list is cut to the
+layers that train. `top_only` undoes both, so the model is saved whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from .tuning import LAYER_PATHS, Strategy, encoder_layers
+
+
+class _PassThroughEmbeddings(nn.Module):
+    """Stands in for the embeddings: the 'embedding' of a cached example is its layer-N hidden states."""
+
+    def forward(self, input_ids=None, inputs_embeds=None, *args, **kwargs):
+        return inputs_embeds
+
+
+def cached_layers(model: nn.Module, strategy: Strategy) -> int | None:
+    """How many bottom layers can be cached for this strategy, or None when the prefix still trains."""
+    if not strategy.freeze_embeddings:
+        return None  # trainable embeddings change the prefix's output every step
+    n_layers = len(encoder_layers(model))
+    return n_layers if strategy.frozen_layers is None else strategy.frozen_layers
+
+
+def _layer_owner(model: nn.Module) -> tuple[nn.Module, str]:
+    """The module holding the layer list, and its attribute name (e.g. `bert.encoder`, `layer`)."""
+    base = model.base_model
+    for path in LAYER_PATHS:
+        *parents, attr = path.split(".")
+        owner = base
+        for name in parents:
+            owner = getattr(owner, name, None)
+        if isinstance(getattr(owner, attr, None), nn.ModuleList):
+            return owner, attr
+    raise AssertionError("encoder_layers() found layers that _layer_owner cannot")  # same LAYER_PATHS
+
+
+@contextlib.contextmanager
+def _swapped(model: nn.Module, layers: nn.ModuleList, embeddings: bool):
+    """Temporarily run only `layers`; with `embeddings`, also take `inputs_embeds` as the layer input."""
+    base = model.base_model
+    owner, attr = _layer_owner(model)
+    saved = {"layers": getattr(owner, attr), "embeddings": base.embeddings,
+             "project": getattr(base, "embeddings_project", None)}
+    setattr(owner, attr, layers)
+    if embeddings:
+        base.embeddings = _PassThroughEmbeddings()
+        if saved["project"] is not None:
+            base.embeddings_project = nn.Identity()
+    try:
+        yield model
+    finally:
+        setattr(owner, attr, saved["layers"])
+        base.embeddings = saved["embeddings"]
+        if saved["project"] is not None:
+            base.embeddings_project = saved["project"]
+
+
+def top_only(model: nn.Module, n: int):
+    """Context: the model runs layers n.. on cached `inputs_embeds` (see `encode_prefix`)."""
+    return _swapped(model, nn.ModuleList(list(encoder_layers(model))[n:]), embeddings=True)
+
+
+@torch.inference_mode()
+def encode_prefix(model: nn.Module, features: list[dict], n: int, batch_size: int) -> list[torch.Tensor]:
+    """Hidden states entering layer n for each tokenized example: a (tokens, hidden) tensor each.
+
+    Runs embeddings + layers 0..n-1 only, in eval mode, in length-sorted batches (less padding).
+    """
+    was_training = model.training
+    model.eval()
+    states: list[torch.Tensor | None] = [None] * len(features)
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    bottom = nn.ModuleList(list(encoder_layers(model))[:n])
+    device = next(model.parameters()).device
+    with _swapped(model, bottom, embeddings=False):
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            width = max(len(features[i]["input_ids"]) for i in idx)
+            batch = {key: torch.zeros(len(idx), width, dtype=torch.long) for key in features[idx[0]] if key != "labels"}
+            for row, i in enumerate(idx):
+                for key in batch:
+                    values = features[i][key]
+                    batch[key][row, : len(values)] = torch.tensor(values)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            hidden = model.base_model(**batch).last_hidden_state
+            for row, i in enumerate(idx):
+                states[i] = hidden[row, : len(features[i]["input_ids"])].float().cpu().clone()
+    model.train(was_training)
+    return states
+
+
+class CachedPrefixDataset(torch.utils.data.Dataset):
+    """Examples as cached layer-N states; `input_ids` stays so the Trainer's length grouping still works."""
+
+    def __init__(self, features: list[dict], states: list[torch.Tensor]):
+        self.features, self.states = features, states
+
+    def __len__(self):
+        return len(self.features)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.features[i]["input_ids"], "inputs_embeds": self.states[i], "labels": self.features[i]["labels"]}
+
+
+def collate_cached(examples: list[dict]) -> dict[str, torch.Tensor]:
+    """Pad cached states to the batch's longest example; the mask marks the real tokens."""
+    width = max(len(e["inputs_embeds"]) for e in examples)
+    hidden = examples[0]["inputs_embeds"].shape[-1]
+    embeds = torch.zeros(len(examples), width, hidden)
+    mask = torch.zeros(len(examples), width, dtype=torch.long)
+    for row, example in enumerate(examples):
+        length = len(example["inputs_embeds"])
+        embeds[row, :length] = example["inputs_embeds"]
+        mask[row, :length] = 1
+    return {"inputs_embeds": embeds, "attention_mask": mask, "labels": torch.tensor([e["labels"] for e in examples])}
