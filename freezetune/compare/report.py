@@ -1,0 +1,198 @@
+"""The study's report: report.md, a self-contained report.html, results.csv/.json and the PNG plots.
+
+Both documents are rendered from one list of blocks, so the markdown and the HTML never disagree.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from freezetune.compare import plots
+from freezetune.compare.grid import Run
+from freezetune.compare.stats import mcnemar_exact, paired_bootstrap
+from freezetune.compare.tables import per_run, results_frame, summary_frame
+
+ALPHA = 0.05
+BUILTIN_NOTE = (
+    "Note: {model} is a small builtin model so the study runs offline; its numbers are not those of "
+    "bert-base-chinese (run configs/seed-game-chat.yaml for the reference setting)."
+)
+
+
+def write_report(output_dir: Path, options, splits, results: list[tuple[Run, dict]]) -> None:
+    """Write every report file into `output_dir`; each file appears whole (written aside, then renamed)."""
+    frame = results_frame(results)
+    summary = summary_frame(frame, splits.label_names)
+    staging = output_dir / f".report-{os.getpid()}"
+    staging.mkdir(exist_ok=True)
+    frame.to_csv(staging / "results.csv", index=False)
+    (staging / "results.json").write_text(frame.to_json(orient="records", force_ascii=False, indent=2), encoding="utf-8")
+    images = _plot(staging, frame, summary, splits, results, output_dir, options.metric)
+    blocks = _blocks(options, splits, frame, summary, results, images)
+    (staging / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
+    (staging / "report.html").write_text(to_html(blocks, staging), encoding="utf-8")
+    for file in staging.iterdir():
+        os.replace(file, output_dir / file.name)
+    staging.rmdir()
+
+
+def _plot(folder: Path, frame, summary, splits, results, output_dir: Path, metric: str) -> list[tuple[str, str]]:
+    """Draw the figures; returns (file name, caption) pairs in report order."""
+    images = [(plots.learning_curves(frame, folder / "learning_curves.png").name,
+               "Learning curves: mean over seeds, band = +-1 std.")]
+    transformer_runs = per_run(frame).dropna(subset=["freeze_embeddings"])
+    if not transformer_runs.empty:
+        depth = _encoder_depth(results, output_dir) or int(transformer_runs["frozen_layers"].max(skipna=True) or 0) + 1
+        images.append((plots.frozen_layers(transformer_runs, depth, folder / "frozen_layers.png").name,
+                       "Evaluation accuracy and macro-F1 against the number of frozen encoder layers (error bars: std over seeds)."))
+    images.append((plots.f1_vs_params(summary, folder / "f1_vs_params.png").name,
+                   "Evaluation macro-F1 against trainable parameters (log scale)."))
+    best = summary.loc[summary[f"{metric}_mean"].idxmax(), "strategy"]
+    matrices = [m["evaluation"]["confusion_matrix"] for run, m in results if run.strategy.name == best]
+    confusion = plots.confusion_matrix(np.sum(matrices, axis=0), splits.label_names,
+                                       f"{best} (best by {metric}), summed over {len(matrices)} seed(s)",
+                                       folder / "confusion_matrix.png")
+    _, names_drawn = plots.label_texts(splits.label_names)
+    key = "" if names_drawn else " Class ids: " + ", ".join(f"{i} = {n}" for i, n in enumerate(splits.label_names)) + "."
+    images.append((confusion.name, f"Confusion matrix of the best strategy, {best}, on the "
+                   f"{splits.evaluation_split[0]} split (rows true, columns predicted).{key}"))
+    return images
+
+
+def _encoder_depth(results, output_dir: Path) -> int | None:
+    """Encoder layers of the model, from the config a transformer run saved (head freezes all of them)."""
+    from transformers import AutoConfig
+
+    for run, _ in results:
+        if run.strategy.freezing is not None:
+            try:
+                config = AutoConfig.from_pretrained(run.folder(output_dir))
+            except (OSError, ValueError):
+                continue
+            return getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None)
+    return None
+
+
+def _pm(mean: float, std: float, digits: int = 4) -> str:
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _blocks(options, splits, frame, summary, results, images) -> list[tuple]:
+    eval_name, eval_frame = splits.evaluation_split
+    sizes = f"train {len(splits.train)}, validation {len(splits.validation)}" + (
+        f", test {len(splits.test)}" if splits.test is not None else "")
+    about = (f"Model: {options.model}. Data: {options.data} ({sizes}; classes {', '.join(splits.label_names)}). "
+             f"Final numbers are on the {eval_name} split with each run's best epoch by validation {options.metric}. "
+             f"Transformer runs: {options.epochs} epochs, batch size {options.batch_size}, learning rate {options.lr}, "
+             f"max length {options.max_length}. Seeds: {', '.join(map(str, options.seeds))}.")
+    blocks = [("h1", "freezetune compare: the freezing study"), ("p", about)]
+    if options.model.startswith("builtin:"):
+        blocks.append(("p", BUILTIN_NOTE.format(model=options.model)))
+    blocks += [("p", f"Data note: {note}") for note in splits.notes]
+
+    blocks += [("h2", f"Summary on the {eval_name} split (mean ± std over seeds)"), ("table", [
+        "strategy", "seeds", "accuracy", "macro-F1", "trainable params", "train time (s)", "samples/s", "peak memory (MB)"
+    ], [[r["strategy"], r["seeds"], _pm(r["accuracy_mean"], r["accuracy_std"]), _pm(r["macro_f1_mean"], r["macro_f1_std"]),
+         f"{r['trainable_params']:,}", _pm(r["train_seconds_mean"], r["train_seconds_std"], 1),
+         _pm(r["train_samples_per_second_mean"], r["train_samples_per_second_std"], 1),
+         _pm(r["peak_memory_mb_mean"], r["peak_memory_mb_std"], 0)] for _, r in summary.iterrows()])]
+    blocks += [("h2", f"Per-class F1 on the {eval_name} split (mean ± std over seeds)"), ("table", [
+        "strategy", *splits.label_names
+    ], [[r["strategy"], *(_pm(r[f"f1[{n}]_mean"], r[f"f1[{n}]_std"]) for n in splits.label_names)]
+        for _, r in summary.iterrows()])]
+
+    reference = "full" if "full" in set(summary["strategy"]) else summary["strategy"].iloc[0]
+    blocks += [("h2", f"Significance against {reference}"), ("p", (
+        f"Differences are in points (x100) on the same {eval_name} examples, seed-matched. p-values: paired "
+        f"bootstrap (2000 resamples of the examples, the same draw for every seed) and, per seed, the exact "
+        f"McNemar test; significant means bootstrap p < {ALPHA}."))]
+    blocks += [("p", line) for line in significance_lines(results, eval_frame["label"].to_numpy(), reference)]
+
+    blocks.append(("h2", "Plots"))
+    blocks += [("img", name, caption) for name, caption in images]
+    blocks += [("h2", "Per-epoch validation results (* = best epoch)"), ("table", [
+        "strategy", "seed", "epoch", "training loss", "validation loss", "accuracy", "macro-F1"
+    ], [[r["strategy"], r["seed"], f"{r['epoch']}{' *' if r['best_epoch'] else ''}", _num(r["train_loss"]),
+         _num(r["validation_loss"]), _num(r["validation_accuracy"]), _num(r["validation_macro_f1"])]
+        for _, r in frame.iterrows()])]
+    return blocks
+
+
+def _num(value) -> str:
+    return "—" if pd.isna(value) else f"{value:.4f}"
+
+
+def significance_lines(results, labels: np.ndarray, reference: str) -> list[str]:
+    """One sentence per strategy, e.g. 'freeze6 vs full: -1.3 accuracy points (p = 0.040), ...'."""
+    predictions: dict[str, dict[int, np.ndarray]] = {}
+    for run, metrics in results:
+        predictions.setdefault(run.strategy.name, {})[run.seed] = np.asarray(metrics["evaluation_predictions"])
+    lines = []
+    for strategy, by_seed in predictions.items():
+        if strategy == reference:
+            continue
+        seeds = sorted(set(by_seed) & set(predictions[reference]))
+        if not seeds:
+            lines.append(f"{strategy} vs {reference}: no seed in common, not compared.")
+            continue
+        ours, theirs = np.stack([by_seed[s] for s in seeds]), np.stack([predictions[reference][s] for s in seeds])
+        parts = []
+        for metric, title in (("accuracy", "accuracy"), ("macro_f1", "macro-F1")):
+            delta, p = paired_bootstrap(labels, theirs, ours, metric)
+            parts.append(f"{delta * 100:+.1f} {title} points ({_p(p)}{', significant' if p < ALPHA else ''})")
+        mcnemar = ", ".join(f"{_p(mcnemar_exact(theirs[i] == labels, ours[i] == labels))} (seed {s})" for i, s in enumerate(seeds))
+        lines.append(f"{strategy} vs {reference}: {'; '.join(parts)}; McNemar {mcnemar}.")
+    return lines
+
+
+def _p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def to_markdown(blocks) -> str:
+    out = []
+    for kind, *rest in blocks:
+        if kind in ("h1", "h2"):
+            out.append(("# " if kind == "h1" else "## ") + rest[0])
+        elif kind == "p":
+            out.append(rest[0])
+        elif kind == "img":
+            out.append(f"![{rest[1]}]({rest[0]})\n\n*{rest[1]}*")
+        else:
+            header, rows = rest
+            cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
+            out.append("\n".join(["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+                                 + ["| " + " | ".join(map(cell, row)) + " |" for row in rows]))
+    return "\n\n".join(out) + "\n"
+
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;display:block}
+figure{margin:1.5em 0}figcaption{color:#555;font-size:14px}"""
+
+
+def to_html(blocks, image_folder: Path) -> str:
+    """One self-contained page: the PNGs are embedded as base64 data URIs."""
+    esc = html.escape
+    body = []
+    for kind, *rest in blocks:
+        if kind in ("h1", "h2", "p"):
+            body.append(f"<{kind}>{esc(rest[0])}</{kind}>")
+        elif kind == "img":
+            data = base64.b64encode((image_folder / rest[0]).read_bytes()).decode("ascii")
+            body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{esc(rest[1])}">'
+                        f"<figcaption>{esc(rest[1])}</figcaption></figure>")
+        else:
+            header, rows = rest
+            head = "".join(f"<th>{esc(str(h))}</th>" for h in header)
+            cells = "".join("<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>freezetune compare</title>'
+            f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
