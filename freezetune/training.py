@@ -12,8 +12,8 @@ import json
 import math
 import shutil
 import sys
+import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,7 +31,6 @@ from .prefix_cache import CachedPrefixDataset, cached_layers, collate_cached, en
 from .tuning import apply_strategy, parse_strategy
 
 METRICS_FILE, RUN_CONFIG_FILE, LOG_FILE = "metrics.json", "run_config.json", "train.log"
-SCRATCH_DIR = "trainer-scratch"
 
 
 class RunLog:
@@ -112,10 +111,58 @@ def _epoch_rows(log_history: list[dict]) -> list[dict]:
     return [row for _, row in sorted(rows.items()) if "eval_loss" in row]
 
 
+def training_arguments(config: TrainConfig, scratch_dir: str) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=scratch_dir,  # nothing is saved there: save_strategy="no"
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        learning_rate=config.lr,
+        weight_decay=0.0,  # the Trainer's default, stated: compact_word_embeddings relies on it
+        seed=config.seed,
+        eval_strategy="epoch",
+        logging_strategy="epoch",  # so each logged train loss is that epoch's mean
+        save_strategy="no",  # BestEpochCallback keeps the best weights in memory instead
+        # Batches of similar length waste less compute on padding (shuffled within mega-batches).
+        train_sampling_strategy="group_by_length",
+        dataloader_pin_memory=torch.cuda.is_available(),
+        report_to=[],
+    )
+
+
+def fit(model, tokenizer, strategy, args, train_features, validation_features, best_epoch, log) -> tuple[Trainer, int]:
+    """Train with the Trainer on the cheapest exact path; returns the trainer and the number of cached layers.
+
+    On return the model is whole again and holds the best epoch's weights.
+    """
+    with contextlib.ExitStack() as fast_paths:
+        fast_paths.enter_context(compact_word_embeddings(model, train_features, args.weight_decay))
+        train_set, validation_set, collator = train_features, validation_features, DataCollatorWithPadding(tokenizer)
+        n_cached = cached_layers(model, strategy)
+        if n_cached:
+            log(f"embeddings and layers 0..{n_cached - 1} are frozen: computing their output once")
+            train_set, validation_set = (
+                CachedPrefixDataset(f, encode_prefix(model, f, n_cached, args.per_device_eval_batch_size))
+                for f in (train_features, validation_features)
+            )
+            collator = collate_cached
+            fast_paths.enter_context(top_only(model, n_cached))
+        trainer = Trainer(
+            model=model, args=args, train_dataset=train_set, eval_dataset=validation_set,
+            processing_class=tokenizer, data_collator=collator, compute_metrics=_compute_metrics,
+            callbacks=[best_epoch],
+        )
+        trainer.train()
+        best_epoch.restore_best(model)
+    trainer.data_collator = DataCollatorWithPadding(tokenizer)  # the whole model reads token ids again
+    return trainer, n_cached or 0
+
+
 def train(config: TrainConfig, splits: Splits | None = None) -> dict:
     """Fine-tune `config.model` on `config.data`; write the model and reports to `config.output_dir`.
 
     Returns the contents of metrics.json. `splits` may be passed to reuse data already loaded (compare does).
+    Under torchrun/accelerate every process trains; only the main one writes the output folder.
     """
     validate_config(config)
     check_output_dir(config.output_dir, config.overwrite)  # fail before any slow work
@@ -137,88 +184,58 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
 
     train_features = tokenize_frame(tokenizer, splits.train, config.max_length)
     validation_features = tokenize_frame(tokenizer, splits.validation, config.max_length)
-    evaluation_name, evaluation_frame = splits.evaluation_split
     best_epoch = BestEpochCallback(config.metric, config.early_stopping)
-
-    with staged_output_dir(config.output_dir, config.overwrite) as stage:
-        args = TrainingArguments(
-            output_dir=str(stage / SCRATCH_DIR),  # nothing is saved there (save_strategy="no"); removed below
-            num_train_epochs=config.epochs,
-            per_device_train_batch_size=config.batch_size,
-            per_device_eval_batch_size=config.eval_batch_size,
-            learning_rate=config.lr,
-            weight_decay=0.0,  # the Trainer's default, stated: compact_word_embeddings relies on it
-            seed=config.seed,
-            eval_strategy="epoch",
-            logging_strategy="epoch",  # so each logged train loss is that epoch's mean
-            save_strategy="no",  # BestEpochCallback keeps the best weights in memory instead
-            # Batches of similar length waste less compute on padding (shuffled within mega-batches).
-            train_sampling_strategy="group_by_length",
-            dataloader_pin_memory=torch.cuda.is_available(),
-            report_to=[],
-        )
+    scratch = tempfile.mkdtemp(prefix="freezetune-trainer-")
+    try:
+        args = training_arguments(config, scratch)
         started = time.perf_counter()
-        with contextlib.ExitStack() as fast_paths, peak_memory_mb() as peak:
-            fast_paths.enter_context(compact_word_embeddings(model, train_features, args.weight_decay))
-            train_set, validation_set, collator = train_features, validation_features, DataCollatorWithPadding(tokenizer)
-            n_cached = cached_layers(model, strategy)
-            if n_cached:
-                log(f"embeddings and layers 0..{n_cached - 1} are frozen: computing their output once")
-                train_set = CachedPrefixDataset(train_features, encode_prefix(model, train_features, n_cached, config.eval_batch_size))
-                validation_set = CachedPrefixDataset(validation_features, encode_prefix(model, validation_features, n_cached, config.eval_batch_size))
-                collator = collate_cached
-                fast_paths.enter_context(top_only(model, n_cached))
-            trainer = Trainer(
-                model=model, args=args, train_dataset=train_set, eval_dataset=validation_set,
-                processing_class=tokenizer, data_collator=collator, compute_metrics=_compute_metrics,
-                callbacks=[best_epoch],
-            )
-            train_output = trainer.train()
-            best_epoch.restore_best(model)
+        with peak_memory_mb() as peak:
+            trainer, n_cached = fit(model, tokenizer, strategy, args, train_features, validation_features, best_epoch, log)
         train_seconds = time.perf_counter() - started
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
-        epochs = _epoch_rows(trainer.state.log_history)
-        best = max(epochs, key=lambda row: row[config.metric])
-        for row in epochs:
-            log(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, validation loss {row['eval_loss']:.4f}, "
-                f"accuracy {row['accuracy']:.4f}, macro-F1 {row['macro_f1']:.4f}" + ("  <- best" if row is best else ""))
+    epochs = _epoch_rows(trainer.state.log_history)
+    best = max(epochs, key=lambda row: row[config.metric])
+    for row in epochs:
+        log(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, validation loss {row['eval_loss']:.4f}, "
+            f"accuracy {row['accuracy']:.4f}, macro-F1 {row['macro_f1']:.4f}" + ("  <- best" if row is best else ""))
 
-        # The whole model again (fast paths undone): final predictions as any user of the folder gets them.
-        trainer.data_collator = DataCollatorWithPadding(tokenizer)
-        validation_preds = trainer.predict(validation_features).predictions.argmax(axis=-1)
-        if evaluation_name == "validation":
-            evaluation_preds = validation_preds
-        else:
-            evaluation_features = tokenize_frame(tokenizer, evaluation_frame, config.max_length)
-            evaluation_preds = trainer.predict(evaluation_features).predictions.argmax(axis=-1)
-        metrics = {
-            "epochs": epochs,
-            "best_epoch": best["epoch"],
-            "selection_metric": config.metric,
-            "label_names": splits.label_names,
-            "validation": classification_report(splits.validation[LABEL], validation_preds, splits.label_names),
-            "evaluation_split": evaluation_name,
-            "evaluation": classification_report(evaluation_frame[LABEL], evaluation_preds, splits.label_names),
-            "evaluation_predictions": evaluation_preds.tolist(),
-            "strategy": strategy.name,
-            **counts,
-            "cached_layers": n_cached or 0,
-            "train_seconds": train_seconds,
-            "train_samples_per_second": len(train_features) * len(epochs) / train_seconds,
-            "peak_memory_mb": peak[0],
-            "data_notes": splits.notes,
-        }
-        log(f"best epoch {best['epoch']} by validation {config.metric}; {evaluation_name}: "
-            f"accuracy {metrics['evaluation']['accuracy']:.4f}, macro-F1 {metrics['evaluation']['macro_f1']:.4f}; "
-            f"trained in {train_seconds:.1f}s")
+    # Final predictions with the whole model, as any user of the saved folder gets them.
+    evaluation_name, evaluation_frame = splits.evaluation_split
+    validation_preds = trainer.predict(validation_features).predictions.argmax(axis=-1)
+    evaluation_preds = validation_preds if evaluation_name == "validation" else trainer.predict(
+        tokenize_frame(tokenizer, evaluation_frame, config.max_length)).predictions.argmax(axis=-1)
+    metrics = {
+        "epochs": epochs,
+        "best_epoch": best["epoch"],
+        "selection_metric": config.metric,
+        "label_names": splits.label_names,
+        "validation": classification_report(splits.validation[LABEL], validation_preds, splits.label_names),
+        "evaluation_split": evaluation_name,
+        "evaluation": classification_report(evaluation_frame[LABEL], evaluation_preds, splits.label_names),
+        "evaluation_predictions": evaluation_preds.tolist(),
+        "strategy": strategy.name,
+        **counts,
+        "cached_layers": n_cached,
+        "train_seconds": train_seconds,
+        "train_samples_per_second": len(train_features) * len(epochs) / train_seconds,
+        "peak_memory_mb": peak[0],
+        "data_notes": splits.notes,
+    }
+    log(f"best epoch {best['epoch']} by validation {config.metric}; {evaluation_name}: "
+        f"accuracy {metrics['evaluation']['accuracy']:.4f}, macro-F1 {metrics['evaluation']['macro_f1']:.4f}; "
+        f"trained in {train_seconds:.1f}s")
+    if args.should_save:  # the main process (the only one without torchrun)
+        _write_output(config, strategy.name, trainer, metrics, log)
+    return metrics
 
-        shutil.rmtree(stage / SCRATCH_DIR, ignore_errors=True)
+
+def _write_output(config: TrainConfig, strategy_name: str, trainer: Trainer, metrics: dict, log: RunLog) -> None:
+    with staged_output_dir(config.output_dir, config.overwrite) as stage:
         trainer.save_model(str(stage))  # the best epoch's model and the tokenizer, HF format
         write_json_atomic(stage / METRICS_FILE, metrics)
-        write_json_atomic(stage / RUN_CONFIG_FILE, {**config.to_dict(), "strategy": strategy.name, "output_dir": str(Path(config.output_dir))})
-        (stage / LOG_FILE).write_text(
-            "\n".join(log.lines + ["", "trainer log history:"] + [json.dumps(e) for e in trainer.state.log_history]) + "\n",
-            encoding="utf-8",
-        )
+        write_json_atomic(stage / RUN_CONFIG_FILE, {**config.to_dict(), "strategy": strategy_name})
+        history = [json.dumps(entry) for entry in trainer.state.log_history]
+        (stage / LOG_FILE).write_text("\n".join(log.lines + ["", "trainer log history:", *history]) + "\n", encoding="utf-8")
     log(f"wrote {config.output_dir}")
-    return metrics
