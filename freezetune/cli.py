@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from .compare import add_compare_arguments, compare_from_args
 from .config import DEFAULT_DATA, DEFAULT_MODEL, TrainConfig
 from .errors import UserError
 
@@ -62,6 +63,11 @@ def cmd_train(args) -> None:
     print(format_report(metrics["evaluation"], metrics["label_names"]))
 
 
+def cmd_compare(args) -> None:
+    out = compare_from_args(args)
+    print(f"wrote {out / 'report.md'} and {out / 'report.html'}")
+
+
 def cmd_tokenize(args) -> None:
     from .models import load_tokenizer
 
@@ -100,9 +106,19 @@ def _read_texts(args) -> tuple[list[str], "object | None"]:
     return texts, frame
 
 
-def cmd_predict(args) -> None:
+def _predictor(args):
+    if args.backend == "onnx":
+        from .onnx_predict import OnnxPredictor
+
+        return OnnxPredictor(args.model, args.batch_size, int8=args.int8)
+    if args.int8:
+        raise UserError("--int8 runs the quantized ONNX model: add --backend onnx (and --model an exported folder)")
     from .predict import Predictor
 
+    return Predictor(args.model, args.batch_size)
+
+
+def cmd_predict(args) -> None:
     output = Path(args.output) if args.output else None
     if output is not None:
         if output.suffix.lower() not in (".csv", ".jsonl"):
@@ -110,7 +126,7 @@ def cmd_predict(args) -> None:
         if output.exists() and not args.overwrite:
             raise UserError(f"{output} already exists: choose another --output or pass --overwrite")
     texts, _ = _read_texts(args)
-    results = Predictor(args.model, args.batch_size).predict(texts)
+    results = _predictor(args).predict(texts)
     if output is None:
         for row in results:
             print(json.dumps(row, ensure_ascii=False) if args.json else f"{row['label']}\t{row['probability']:.4f}\t{row['text']}")
@@ -123,6 +139,14 @@ def cmd_predict(args) -> None:
     text = frame.to_csv(index=False) if output.suffix.lower() == ".csv" else frame.to_json(orient="records", lines=True, force_ascii=False)
     write_text_atomic(output, text)
     print(f"wrote {len(results)} predictions to {output}", file=sys.stderr)
+
+
+def cmd_export(args) -> None:
+    from .export import export_onnx
+
+    out = export_onnx(args.model, args.output_dir, int8=args.int8, overwrite=args.overwrite)
+    print(f"wrote {out}; predict with: freezetune predict --backend onnx --model {out}"
+          + (" [--int8]" if args.int8 else ""), file=sys.stderr)
 
 
 def cmd_eval(args) -> None:
@@ -181,16 +205,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze-embeddings", action="store_true", help="also freeze the embeddings")
     p.set_defaults(func=cmd_train)
 
+    p = commands.add_parser("compare", help="the freezing study: strategies x seeds, baselines, report")
+    add_compare_arguments(p)
+    p.set_defaults(func=cmd_compare)
+
     p = commands.add_parser("predict", help="label texts with a trained model")
     p.add_argument("text", nargs="*")
-    p.add_argument("--model", required=True, help="a folder written by `freezetune train`")
+    p.add_argument("--model", required=True, help="a folder written by `freezetune train` (or `export`, with --backend onnx)")
     p.add_argument("--file", help="a .csv/.tsv/.jsonl/.json/.parquet file of texts")
     p.add_argument("--text-column", default="sentence")
     p.add_argument("--output", help="write predictions to this .csv or .jsonl file")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", action="store_true", help="print JSON lines")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="onnx: run a folder written by `freezetune export` with ONNX Runtime")
+    p.add_argument("--int8", action="store_true", help="with --backend onnx: the int8-quantized model")
     p.set_defaults(func=cmd_predict)
+
+    p = commands.add_parser("export", help="export a trained model to ONNX for fast CPU inference")
+    p.add_argument("--model", required=True, help="a folder written by `freezetune train`")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic int8 quantization)")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=cmd_export)
 
     p = commands.add_parser("eval", help="evaluate a trained model on a labelled dataset")
     p.add_argument("--model", required=True)

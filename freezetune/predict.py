@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import softmax
 
 from .data import LABEL, TEXT, load_splits
 from .errors import UserError
@@ -24,28 +25,34 @@ def trained_max_length(model_dir: str) -> int:
     return DEFAULT_MAX_LENGTH
 
 
-class Predictor:
-    """A loaded classifier that scores texts in length-sorted batches (less padding, same results)."""
+class BatchedClassifier:
+    """Scores texts in length-sorted batches (less padding, same results); subclasses run the model.
 
-    def __init__(self, model_dir: str, batch_size: int = 64, max_length: int | None = None):
+    Shared by the PyTorch `Predictor` and the ONNX Runtime `OnnxPredictor`, so both batch and sort alike.
+    """
+
+    tensor_type = "pt"  # what the tokenizer returns for `_logits`
+    label_names: list[str]  # set by the subclass from the model's id2label
+
+    def __init__(self, model_dir: str, batch_size: int, max_length: int | None):
         if batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {batch_size}")
         self.tokenizer = load_tokenizer(model_dir)
-        self.model = load_classifier(model_dir).eval()
-        self.label_names = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         self.batch_size = batch_size
         self.max_length = max_length or trained_max_length(model_dir)
 
-    @torch.inference_mode()
+    def _logits(self, batch) -> np.ndarray:
+        """The model's float32 logits for one tokenized batch."""
+        raise NotImplementedError
+
     def probabilities(self, texts: list[str]) -> np.ndarray:
         order = np.argsort([len(t) for t in texts], kind="stable")
         probs = np.zeros((len(texts), len(self.label_names)), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
             idx = order[start : start + self.batch_size]
             batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt")
-            logits = self.model(**batch).logits
-            probs[idx] = torch.softmax(logits.float(), dim=-1).numpy()
+                                   max_length=self.max_length, return_tensors=self.tensor_type)
+            probs[idx] = softmax(self._logits(batch), axis=-1)
         return probs
 
     def predict(self, texts: list[str]) -> list[dict]:
@@ -54,6 +61,19 @@ class Predictor:
             {"text": text, "label": self.label_names[int(p.argmax())], "probability": float(p.max())}
             for text, p in zip(texts, probs)
         ]
+
+
+class Predictor(BatchedClassifier):
+    """A trained output folder loaded with PyTorch."""
+
+    def __init__(self, model_dir: str, batch_size: int = 64, max_length: int | None = None):
+        super().__init__(model_dir, batch_size, max_length)
+        self.model = load_classifier(model_dir).eval()
+        self.label_names = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+
+    @torch.inference_mode()
+    def _logits(self, batch) -> np.ndarray:
+        return self.model(**batch).logits.float().numpy()
 
 
 def evaluate(model_dir: str, data: str, split: str | None = None, text_column: str = "sentence",

@@ -108,18 +108,23 @@ def _hub_frames(dataset) -> dict[str, pd.DataFrame]:
     return frames
 
 
+def _load_hub(spec: str, load) -> dict[str, pd.DataFrame]:
+    """Frames from a hub loader; any failure (no network, unknown id) becomes one actionable line."""
+    try:
+        return _hub_frames(load())
+    except UserError:
+        raise
+    except Exception as exc:  # hub clients raise many types: connection, HTTP, file-not-found, ...
+        raise UserError(
+            f"cannot load {spec} ({type(exc).__name__}): check the id and your network, "
+            "or save the data as a local file or folder and pass that"
+        ) from exc
+
+
 def _read_hf_hub(name: str) -> dict[str, pd.DataFrame]:
     import datasets
 
-    try:
-        return _hub_frames(datasets.load_dataset(name))
-    except UserError:
-        raise
-    except Exception as exc:
-        raise UserError(
-            f"cannot load hf:{name} ({type(exc).__name__}): check the id and your network, "
-            "or download it and pass a local file or folder"
-        ) from exc
+    return _load_hub(f"hf:{name}", lambda: datasets.load_dataset(name))
 
 
 def _read_modelscope(name: str) -> dict[str, pd.DataFrame]:
@@ -127,13 +132,5 @@ def _read_modelscope(name: str) -> dict[str, pd.DataFrame]:
         from modelscope.msdatasets import MsDataset
     except ImportError as exc:
         raise UserError("modelscope: datasets need ModelScope: pip install 'freezetune[modelscope]'") from exc
-    try:
-        # As in the reference notebook: the whole dataset, then its splits.
-        return _hub_frames(MsDataset.load(name))
-    except UserError:
-        raise
-    except Exception as exc:
-        raise UserError(
-            f"cannot load modelscope:{name} ({type(exc).__name__}): check the id and your network, "
-            "or export it and pass a local file or folder"
-        ) from exc
+    # As in the reference notebook: the whole dataset, then its splits.
+    return _load_hub(f"modelscope:{name}", lambda: MsDataset.load(name))
