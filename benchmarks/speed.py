@@ -1,0 +1,357 @@
+"""Training and prediction speed: the reference notebook pipeline vs `freezetune train`, per tuning strategy.
+
+    python benchmarks/speed.py --quick            # a few minutes on 2 cores
+    python benchmarks/speed.py                    # the full data, 3 epochs
+
+On the same model, data, max length, batch size, learning rate, epochs and seed it runs (a) the notebook's code
+path (whole dataset tokenized with padding=True, the notebook's freezing loop, Trainer defaults) and (b)
+`freezetune.training.train`. Each training runs alone in a fresh process, so peak memory (ru_maxrss) is that
+run's and no cache is shared. Prediction speed is measured for pipeline("text-classification"), freezetune's
+PyTorch Predictor and ONNX float32/int8. See benchmarks/README.md for what is measured and how FLOPs are counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+# strategy -> (freezetune --freeze, --freeze-embeddings)
+STRATEGIES = {"full": ("none", False), "freeze6": ("6", False), "freeze6+emb": ("6", True), "head": ("head", False)}
+QUICK_ROWS = {"train": 800, "validation": 300, "test": 300}
+
+
+def in_fresh_process(fn, *args):
+    """fn(*args) in a new interpreter (spawn): its own ru_maxrss, caches and threads."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def peak_memory_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def scores(labels, preds) -> dict:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return {"accuracy": float(accuracy_score(labels, preds)), "macro_f1": float(f1_score(labels, preds, average="macro"))}
+
+
+# --------------------------------------------------------------------------- (a) the notebook's pipeline
+
+
+def run_reference(splits, model_name: str, frozen_layers: int, args: dict) -> dict:
+    """The notebook's cells with its names, parameterised by model, data and the shared settings."""
+    import torch
+    from torch.utils.data import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments, set_seed
+
+    import freezetune.models.mean_pool  # noqa: F401  lets the Auto classes load the builtin model's folder
+    from freezetune.models import resolve_model
+
+    started = time.perf_counter()
+    source = resolve_model(model_name)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+
+    class BertDataset(Dataset):
+        def __init__(self, texts, labels):
+            self.encodings = tokenizer(texts, truncation=True, padding=True, max_length=args["max_length"])
+            self.labels = torch.tensor(labels)
+
+        def __getitem__(self, idx):
+            item = {key: torch.tensor(val[idx]) for key, val in self.encodings.items()}
+            item["labels"] = self.labels[idx]
+            return item
+
+        def __len__(self):
+            return len(self.labels)
+
+    def compute_metrics(eval_pred):
+        logits, labels = eval_pred
+        return scores(labels, logits.argmax(axis=-1))
+
+    dataset = {name: BertDataset(frame["text"].tolist(), frame["label"].tolist())
+               for name, frame in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))}
+    set_seed(args["seed"])  # not in the notebook; the same head initialisation as freezetune's run
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=len(splits.label_names))
+    for name, param in model.base_model.named_parameters():  # the notebook's loop (model.bert there)
+        if name.startswith("encoder.layer.") and int(name.split(".")[2]) < frozen_layers:
+            param.requires_grad = False
+    with tempfile.TemporaryDirectory() as out:
+        training_args = TrainingArguments(
+            output_dir=out, num_train_epochs=args["epochs"], per_device_train_batch_size=args["batch_size"],
+            per_device_eval_batch_size=args["batch_size"], eval_strategy="epoch", logging_steps=50,
+            save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="eval_accuracy",
+            report_to=[], learning_rate=args["lr"], seed=args["seed"],
+        )
+        trainer = Trainer(model=model, args=training_args, train_dataset=dataset["train"],
+                          eval_dataset=dataset["validation"], compute_metrics=compute_metrics)
+        trainer.train()
+        preds = trainer.predict(dataset["test"]).predictions.argmax(axis=-1)
+    return {"seconds": time.perf_counter() - started, "epochs": args["epochs"], "peak_memory_mb": peak_memory_mb(),
+            **scores(splits.test["label"], preds)}
+
+
+# --------------------------------------------------------------------------- (b) freezetune
+
+
+def run_freezetune(splits, model_name: str, strategy: str, args: dict, output_dir: str) -> dict:
+    from freezetune import TrainConfig
+    from freezetune.training import train
+
+    freeze, freeze_embeddings = STRATEGIES[strategy]
+    config = TrainConfig(
+        output_dir=output_dir, model=model_name, data=args["data"], freeze=freeze, freeze_embeddings=freeze_embeddings,
+        epochs=args["epochs"], batch_size=args["batch_size"], eval_batch_size=args["batch_size"], lr=args["lr"],
+        max_length=args["max_length"], seed=args["seed"], overwrite=True,
+    )
+    started = time.perf_counter()
+    metrics = train(config, splits=splits)
+    return {"seconds": time.perf_counter() - started, "epochs": len(metrics["epochs"]), "peak_memory_mb": peak_memory_mb(),
+            "train_seconds": metrics["train_seconds"], **{m: metrics["evaluation"][m] for m in ("accuracy", "macro_f1")}}
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def run_predict(model_dir: str, splits, batch_size: int, work_dir: str) -> list[dict]:
+    """Samples/s and accuracy on the test texts for each way of predicting with the same trained model."""
+    from transformers import pipeline
+
+    import freezetune.models.mean_pool  # noqa: F401  lets pipeline() load a builtin-model folder
+    from freezetune.export import export_onnx
+    from freezetune.onnx_predict import OnnxPredictor
+    from freezetune.predict import Predictor, trained_max_length
+
+    texts, labels = splits.test["text"].tolist(), splits.test["label"].tolist()
+    exported = str(export_onnx(model_dir, str(Path(work_dir) / "onnx"), int8=True, overwrite=True))
+    reference = pipeline("text-classification", model=model_dir)
+    label_ids = {name: i for i, name in enumerate(splits.label_names)}
+    kwargs = {"batch_size": batch_size, "truncation": True, "max_length": trained_max_length(model_dir)}
+    backends = {
+        "pipeline (reference)": lambda t: [label_ids[r["label"]] for r in reference(t, **kwargs)],
+        "freezetune torch": Predictor(model_dir, batch_size).probabilities,
+        "onnx fp32": OnnxPredictor(exported, batch_size).probabilities,
+        "onnx int8": OnnxPredictor(exported, batch_size, int8=True).probabilities,
+    }
+    rows = []
+    for name, predict in backends.items():
+        predict(texts[:batch_size])  # warm-up: lazy initialisation, thread pools
+        started = time.perf_counter()
+        out = np.asarray(predict(texts))
+        seconds = time.perf_counter() - started
+        preds = out.argmax(axis=-1) if out.ndim == 2 else out
+        rows.append({"backend": name, "samples_per_second": len(texts) / seconds, **scores(labels, preds)})
+    return rows
+
+
+# --------------------------------------------------------------------------- FLOPs and the machine
+
+
+def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
+    """This machine's float32 matmul FLOP/s: the best of a few n x n products."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)
+    best = min(_timed(lambda: torch.matmul(a, b)) for _ in range(repeats))
+    return 2 * n**3 / best
+
+
+def _timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def token_stats(tokenizer, frame, max_length: int) -> dict:
+    """Token counts of a split: real lengths (freezetune pads per length-grouped batch) and the
+    whole-split padded length (the notebook pads everything to the longest row)."""
+    lengths = np.array([len(ids) for ids in tokenizer(frame["text"].tolist(), truncation=True, max_length=max_length)["input_ids"]])
+    return {"rows": len(lengths), "tokens": int(lengths.sum()), "squares": int((lengths**2).sum()), "padded_length": int(lengths.max())}
+
+
+def layer_flops(config, tokens: int, squares: int) -> float:
+    """Forward FLOPs of one encoder layer over `tokens` tokens (`squares` = sum of sequence length squared):
+    2 * (4h^2 + 2h*ffn) per token for the projections and FFN, plus 4h * T per token for attention."""
+    h, ffn = config.hidden_size, config.intermediate_size
+    return 2 * (4 * h * h + 2 * h * ffn) * tokens + 4 * h * squares
+
+
+def run_flops(config, stats: dict, frozen_layers: int, embeddings_trainable: bool, padded: bool, epochs: int) -> float:
+    """Training FLOPs of a run: trained layers fwd+bwd (3x fwd); frozen layers fwd (1x), or 2x when the
+    backward pass must go through them to reach trainable embeddings; plus the forward of each evaluation."""
+    def split_flops(split):
+        s = stats[split]
+        if padded:
+            return layer_flops(config, s["rows"] * s["padded_length"], s["rows"] * s["padded_length"] ** 2)
+        return layer_flops(config, s["tokens"], s["squares"])
+
+    layers = config.num_hidden_layers
+    frozen = min(frozen_layers, layers)
+    train_multiplier = 3 * (layers - frozen) + (2 if embeddings_trainable else 1) * frozen
+    evaluation = layers * (epochs * split_flops("validation") + split_flops("test"))
+    return epochs * train_multiplier * split_flops("train") + evaluation
+
+
+def machine(peak: float) -> dict:
+    import onnxruntime
+    import torch
+    import transformers
+
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), platform.processor())
+    return {"cpu": model, "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "transformers": transformers.__version__, "onnxruntime": onnxruntime.__version__,
+            "python": platform.python_version(), "date": datetime.date.today().isoformat(), "matmul_peak_gflops": peak / 1e9}
+
+
+# --------------------------------------------------------------------------- the run and its report
+
+
+def load_data(args):
+    from freezetune import load_splits
+
+    splits = load_splits(args.data, args.text_column, args.label_column, args.seed)
+    if args.quick:
+        sample = lambda frame, n: frame.sample(min(n, len(frame)), random_state=args.seed)  # noqa: E731
+        splits.train, splits.validation = sample(splits.train, QUICK_ROWS["train"]), sample(splits.validation, QUICK_ROWS["validation"])
+        splits.test = sample(splits.test if splits.test is not None else splits.validation, QUICK_ROWS["test"])
+    elif splits.test is None:
+        splits.test = splits.validation
+    return splits
+
+
+def reference_layers(strategy: str, layers: int) -> int:
+    """The notebook's freezing loop that each strategy is compared against: freeze6 (embeddings trainable)
+    for both freeze6 variants, all layers for head, none for full."""
+    return {"full": 0, "freeze6": 6, "freeze6+emb": 6, "head": layers}[strategy]
+
+
+def benchmark(args) -> dict:
+    from transformers import AutoConfig
+
+    import freezetune.models.mean_pool  # noqa: F401  registers the builtin model's config type
+    from freezetune.models import load_tokenizer, resolve_model
+    from freezetune.tuning import parse_strategy
+
+    splits = load_data(args)
+    config = AutoConfig.from_pretrained(resolve_model(args.model))
+    tokenizer = load_tokenizer(args.model)
+    stats = {name: token_stats(tokenizer, getattr(splits, name), args.max_length) for name in ("train", "validation", "test")}
+    peak = matmul_peak_flops()
+    shared = {k: getattr(args, k) for k in ("data", "epochs", "batch_size", "lr", "max_length", "seed")}
+    print(f"[speed] train {len(splits.train)}, validation {len(splits.validation)}, test {len(splits.test)} rows; "
+          f"matmul peak {peak / 1e9:.1f} GFLOP/s", file=sys.stderr)
+
+    references, rows = {}, []
+    with tempfile.TemporaryDirectory() as work:
+        for strategy in args.strategies:
+            frozen_ref = reference_layers(strategy, config.num_hidden_layers)
+            if not args.skip_reference and frozen_ref not in references:
+                print(f"[speed] (a) reference, {frozen_ref} layers frozen", file=sys.stderr)
+                run = in_fresh_process(run_reference, splits, args.model, frozen_ref, shared)
+                run["flops"] = run_flops(config, stats, frozen_ref, True, padded=True, epochs=run["epochs"])
+                references[frozen_ref] = run
+            print(f"[speed] (b) freezetune {strategy}", file=sys.stderr)
+            run = in_fresh_process(run_freezetune, splits, args.model, strategy, shared, str(Path(work) / strategy))
+            parsed = parse_strategy(*STRATEGIES[strategy])
+            frozen = config.num_hidden_layers if parsed.frozen_layers is None else parsed.frozen_layers
+            run["flops"] = run_flops(config, stats, frozen, not parsed.freeze_embeddings, padded=False, epochs=run["epochs"])
+            rows.append({"strategy": strategy, "reference_frozen_layers": frozen_ref,
+                         "reference": references.get(frozen_ref), "freezetune": run})
+        for row in rows:
+            for run in (row["reference"], row["freezetune"]):
+                if run:
+                    run.update(_rates(run, len(splits.train), peak))
+        predicted = next((r["strategy"] for r in rows if r["strategy"] in ("full", "head")), rows[0]["strategy"])
+        print(f"[speed] prediction with the freezetune {predicted} model", file=sys.stderr)
+        predict = in_fresh_process(run_predict, str(Path(work) / predicted), splits, args.predict_batch_size, work)
+    return {"machine": machine(peak), "settings": {**shared, "model": args.model, "quick": args.quick,
+            "rows": {k: v["rows"] for k, v in stats.items()}, "predict_batch_size": args.predict_batch_size},
+            "token_stats": stats, "training": rows, "predict_model": predicted, "predict": predict}
+
+
+def _rates(run: dict, train_rows: int, peak: float) -> dict:
+    return {"seconds_per_epoch": run["seconds"] / run["epochs"], "train_samples_per_second": train_rows * run["epochs"] / run["seconds"],
+            "gflops_per_second": run["flops"] / run["seconds"] / 1e9, "fraction_of_peak": run["flops"] / run["seconds"] / peak}
+
+
+def markdown(result: dict) -> str:
+    m, s = result["machine"], result["settings"]
+    lines = [
+        f"# freezetune speed benchmark ({'quick' if s['quick'] else 'full'}, {m['date']})", "",
+        f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['torch']} ({m['torch_threads']} threads), "
+        f"transformers {m['transformers']}, onnxruntime {m['onnxruntime']}, Python {m['python']}; "
+        f"float32 matmul peak {m['matmul_peak_gflops']:.1f} GFLOP/s.", "",
+        f"Model `{s['model']}`, data `{s['data']}` (train/validation/test rows {s['rows']['train']}/{s['rows']['validation']}/"
+        f"{s['rows']['test']}), max length {s['max_length']}, batch size {s['batch_size']}, lr {s['lr']}, "
+        f"epochs {s['epochs']}, seed {s['seed']}. Accuracy and macro-F1 on test, best epoch by validation accuracy.", "",
+        "## Training: (a) the notebook's pipeline vs (b) freezetune", "",
+        "| strategy | run | s/epoch | train samples/s | (b)/(a) | accuracy | macro-F1 | peak MB | GFLOP/s | of peak |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["training"]:
+        ref, ft = row["reference"], row["freezetune"]
+        runs = ([(f"(a) notebook, {row['reference_frozen_layers']} layers frozen", ref)] if ref else []) + [("(b) freezetune", ft)]
+        for label, run in runs:
+            ratio = f"{ft['train_samples_per_second'] / ref['train_samples_per_second']:.2f}x" if ref and run is ft else ""
+            lines.append(f"| {row['strategy']} | {label} | {run['seconds_per_epoch']:.1f} | {run['train_samples_per_second']:.1f} | {ratio} | "
+                         f"{run['accuracy']:.4f} | {run['macro_f1']:.4f} | {run['peak_memory_mb']:.0f} | "
+                         f"{run['gflops_per_second']:.1f} | {run['fraction_of_peak']:.1%} |")
+    lines += ["", f"## Prediction (test texts, the freezetune `{result['predict_model']}` model, batch size {s['predict_batch_size']})", "",
+              "| backend | samples/s | accuracy | macro-F1 |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['backend']} | {r['samples_per_second']:.1f} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} |" for r in result["predict"]]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="builtin:multilingual-e5-small")
+    p.add_argument("--data", default="builtin:inews")
+    p.add_argument("--text-column", default="sentence")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--epochs", type=int, help="default: 3, or 1 with --quick")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--predict-batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--max-length", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strategies", default=",".join(STRATEGIES), help=f"comma-separated, of: {', '.join(STRATEGIES)}")
+    p.add_argument("--quick", action="store_true", help=f"subsample to {QUICK_ROWS} rows, 1 epoch")
+    p.add_argument("--skip-reference", action="store_true", help="run only freezetune (b)")
+    p.add_argument("--output", help="results path without suffix (default benchmarks/results/speed-<quick|full>-<date>)")
+    args = p.parse_args(argv)
+    args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    unknown = [s for s in args.strategies if s not in STRATEGIES]
+    if unknown or not args.strategies:
+        p.error(f"--strategies: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(STRATEGIES)}")
+    args.epochs = args.epochs or (1 if args.quick else 3)
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    stem = Path(args.output or Path(__file__).parent / "results" / f"speed-{'quick' if args.quick else 'full'}-{datetime.date.today()}")
+    result = benchmark(args)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    report = markdown(result)
+    stem.with_suffix(".md").write_text(report, encoding="utf-8")
+    print(report)
+    print(f"wrote {stem}.md and {stem}.json", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Export a trained output folder to ONNX (float32, optionally also int8) for CPU inference without PyTorch.
+
+The exported folder holds what `OnnxPredictor` needs: model.onnx (and model.int8.onnx), the tokenizer files,
+config.json (for id2label) and run_config.json (for the trained max length).
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .outputs import check_output_dir, staged_output_dir
+
+MODEL_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
+COPIED_FILES = ("config.json", "run_config.json")
+OPSET = 17
+# Inputs in the order the exported graph lists them; token_type_ids only where the tokenizer makes them.
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+# Two texts of different lengths, so the traced graph includes the padding mask.
+EXAMPLE_TEXTS = ["今天天气很好", "这是一个比较长一些的例句"]
+PARITY_TOLERANCE = 1e-3
+
+
+def require_onnx(module: str = "onnxruntime"):
+    """Import onnx/onnxruntime (an optional dependency) or tell the user how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(f"ONNX support needs the package {module}: pip install 'freezetune[onnx]'") from None
+
+
+def export_onnx(model_dir: str, output_dir: str, int8: bool = False, overwrite: bool = False) -> Path:
+    """Write `output_dir` with model.onnx (opset 17, dynamic batch and sequence) exported from `model_dir`."""
+    import torch
+
+    from .models import load_classifier, load_tokenizer
+
+    source = Path(model_dir)
+    if not (source / "config.json").is_file():
+        raise UserError(f"--model {source} is not a trained model folder (no config.json): "
+                        "pass a folder written by `freezetune train`")
+    check_output_dir(output_dir, overwrite)  # fail before the slow work
+    require_onnx("onnx")
+    ort = require_onnx("onnxruntime")
+
+    tokenizer = load_tokenizer(str(source))
+    model = load_classifier(str(source)).eval()
+    example = tokenizer(EXAMPLE_TEXTS, padding=True, return_tensors="pt")
+    inputs = {name: example[name] for name in INPUT_NAMES if name in example}
+    with staged_output_dir(output_dir, overwrite) as stage:
+        with warnings.catch_warnings(), torch.inference_mode():
+            # The TorchScript exporter (still the most robust for BERT) warns about its own deprecation and about
+            # shape checks traced as constants; for an encoder those checks are constant, and the parity check
+            # below proves the graph right on a padded batch.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model, (), str(stage / MODEL_FILE), kwargs=inputs, input_names=list(inputs),
+                output_names=["logits"], opset_version=OPSET, dynamo=False,
+                dynamic_axes={**{name: {0: "batch", 1: "sequence"} for name in inputs}, "logits": {0: "batch"}},
+            )
+            expected = model(**inputs).logits.numpy()
+        session = ort.InferenceSession(str(stage / MODEL_FILE), providers=["CPUExecutionProvider"])
+        got = session.run(["logits"], {name: tensor.numpy() for name, tensor in inputs.items()})[0]
+        if not np.allclose(got, expected, atol=PARITY_TOLERANCE):
+            raise RuntimeError(f"the exported model disagrees with PyTorch (max abs diff {np.abs(got - expected).max():.2e})")
+        if int8:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            # Dynamic quantization: int8 weights, activations quantized per batch at run time; MatMul holds
+            # nearly all the compute of an encoder (the embedding lookup stays float). Per-channel weight
+            # scales: on builtin e5 they raise argmax agreement with float32 from 94.5% to 97.5% (test titles).
+            quantize_dynamic(stage / MODEL_FILE, stage / INT8_FILE, op_types_to_quantize=["MatMul"],
+                             weight_type=QuantType.QInt8, per_channel=True)
+        tokenizer.save_pretrained(str(stage))
+        for name in COPIED_FILES:
+            if (source / name).is_file():
+                shutil.copy2(source / name, stage / name)
+    return Path(output_dir)
