@@ -8,7 +8,7 @@ from .data import Splits, load_splits
 from .errors import UserError
 
 __version__ = "0.1.0"
-__all__ = ["TrainConfig", "Splits", "UserError", "load_splits", "train", "evaluate", "Predictor"]
+__all__ = ["TrainConfig", "Splits", "UserError", "load_splits", "train", "evaluate", "Predictor", "export_onnx", "OnnxPredictor"]
 
 
 def __getattr__(name):
@@ -21,4 +21,12 @@ def __getattr__(name):
         from . import predict
 
         return getattr(predict, name)
+    if name == "export_onnx":
+        from .export import export_onnx
+
+        return export_onnx
+    if name == "OnnxPredictor":
+        from .onnx_predict import OnnxPredictor
+
+        return OnnxPredictor
     raise AttributeError(name)
