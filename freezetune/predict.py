@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import json
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def trained_max_length(model_dir: str) -> int:
     return DEFAULT_MAX_LENGTH
 
 
-class BatchedClassifier:
+class BatchedClassifier(abc.ABC):
     """Scores texts in length-sorted batches (less padding, same results); subclasses run the model.
 
     Shared by the PyTorch `Predictor` and the ONNX Runtime `OnnxPredictor`, so both batch and sort alike.
@@ -41,9 +42,9 @@ class BatchedClassifier:
         self.batch_size = batch_size
         self.max_length = max_length or trained_max_length(model_dir)
 
+    @abc.abstractmethod
     def _logits(self, batch) -> np.ndarray:
         """The model's float32 logits for one tokenized batch."""
-        raise NotImplementedError
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
         order = np.argsort([len(t) for t in texts], kind="stable")
