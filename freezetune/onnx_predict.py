@@ -10,7 +10,9 @@ import torch
 
 from .errors import UserError
 from .export import INT8_FILE, MODEL_FILE, require_onnx
-from .predict import BatchedClassifier
+from .inference import BatchedClassifier
+from .models import load_tokenizer
+from .predict import trained_max_length
 
 
 class OnnxPredictor(BatchedClassifier):
@@ -28,7 +30,7 @@ class OnnxPredictor(BatchedClassifier):
             raise UserError(f"{folder} has no {model_file.name}: run `freezetune export --model {folder} --format onnx{flags} "
                             "--output-dir DIR` first and predict with --model DIR")
         ort = require_onnx("onnxruntime")
-        super().__init__(str(folder), batch_size, max_length)
+        super().__init__(load_tokenizer(str(folder)), batch_size, max_length or trained_max_length(str(folder)))
         options = ort.SessionOptions()
         # The same thread count as the PyTorch backend (physical cores unless OMP_NUM_THREADS says otherwise),
         # so the two compare fairly; one inter-op thread because the graph is a single chain.

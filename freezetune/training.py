@@ -23,6 +23,7 @@ from .compact_embedding import compact_word_embeddings
 from .config import TrainConfig
 from .data import LABEL, TEXT, Splits, load_splits
 from .errors import UserError
+from .inference import TorchClassifier
 from .measure import peak_memory_mb
 from .metrics import SELECTION_METRICS, classification_report, summary_metrics
 from .models import load_classifier, load_tokenizer
@@ -154,7 +155,6 @@ def fit(model, tokenizer, strategy, args, train_features, validation_features, b
         )
         trainer.train()
         best_epoch.restore_best(model)
-    trainer.data_collator = DataCollatorWithPadding(tokenizer)  # the whole model reads token ids again
     return trainer, n_cached or 0
 
 
@@ -201,11 +201,13 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
         log(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, validation loss {row['eval_loss']:.4f}, "
             f"accuracy {row['accuracy']:.4f}, macro-F1 {row['macro_f1']:.4f}" + ("  <- best" if row is best else ""))
 
-    # Final predictions with the whole model, as any user of the saved folder gets them.
+    # Final predictions with the whole model, as any user of the saved folder gets them. (Not
+    # `trainer.predict`: with length grouping the Trainer also shuffles evaluation batches.)
     evaluation_name, evaluation_frame = splits.evaluation_split
-    validation_preds = trainer.predict(validation_features).predictions.argmax(axis=-1)
-    evaluation_preds = validation_preds if evaluation_name == "validation" else trainer.predict(
-        tokenize_frame(tokenizer, evaluation_frame, config.max_length)).predictions.argmax(axis=-1)
+    classifier = TorchClassifier(model, tokenizer, config.eval_batch_size, config.max_length)
+    validation_preds = classifier.probabilities(splits.validation[TEXT].tolist()).argmax(axis=-1)
+    evaluation_preds = validation_preds if evaluation_name == "validation" else \
+        classifier.probabilities(evaluation_frame[TEXT].tolist()).argmax(axis=-1)
     metrics = {
         "epochs": epochs,
         "best_epoch": best["epoch"],

@@ -16,8 +16,10 @@ from freezetune.training import train
 
 
 def tiny_config(tiny_bert, tiny_csv_dir, output_dir, **overrides) -> TrainConfig:
+    # Settings under which the tiny model learns (it predicts all three classes), so that a mix-up of
+    # prediction order would show in the tests below.
     settings = dict(output_dir=str(output_dir), model=str(tiny_bert), data=str(tiny_csv_dir), freeze="1",
-                    epochs=2, batch_size=16, lr=5e-3, max_length=16)
+                    epochs=3, batch_size=4, lr=5e-3, max_length=16)
     return TrainConfig(**{**settings, **overrides})
 
 
@@ -33,7 +35,7 @@ def test_output_folder_is_complete(trained):
     for name in ("config.json", "model.safetensors", "tokenizer_config.json", "metrics.json", "run_config.json", "train.log"):
         assert (out / name).is_file(), name
     assert json.loads((out / "metrics.json").read_text(encoding="utf-8")) == json.loads(json.dumps(metrics, ensure_ascii=False))
-    assert [row["epoch"] for row in metrics["epochs"]] == [1, 2]
+    assert [row["epoch"] for row in metrics["epochs"]] == [1, 2, 3]
     for row in metrics["epochs"]:
         assert set(row) == {"epoch", "train_loss", "eval_loss", "accuracy", "macro_f1", "weighted_f1"}
     assert json.loads((out / "run_config.json").read_text())["strategy"] == "freeze1"
@@ -45,6 +47,15 @@ def test_best_epoch_is_the_best_by_metric(trained):
     best = max(metrics["epochs"], key=lambda r: r["accuracy"])
     assert metrics["best_epoch"] == best["epoch"]
     assert metrics["validation"]["accuracy"] == pytest.approx(best["accuracy"])
+
+
+def test_recorded_predictions_are_the_saved_models(trained, tiny_csv_dir):
+    from freezetune import Predictor
+
+    out, metrics = trained
+    texts = pd.read_csv(tiny_csv_dir / "test.csv")["sentence"].tolist()
+    assert len(set(metrics["evaluation_predictions"])) > 1  # the model learned something
+    assert Predictor(str(out)).probabilities(texts).argmax(axis=-1).tolist() == metrics["evaluation_predictions"]
 
 
 def test_metrics_equal_scikit_learn(trained, tiny_csv_dir):
