@@ -145,14 +145,16 @@ def run_predict(model_dir: str, splits, batch_size: int, work_dir: str) -> list[
         "onnx fp32": OnnxPredictor(exported, batch_size).probabilities,
         "onnx int8": OnnxPredictor(exported, batch_size, int8=True).probabilities,
     }
-    rows = []
+    rows, predictions = [], {}
     for name, predict in backends.items():
         predict(texts[:batch_size])  # warm-up: lazy initialisation, thread pools
         started = time.perf_counter()
         out = np.asarray(predict(texts))
         seconds = time.perf_counter() - started
-        preds = out.argmax(axis=-1) if out.ndim == 2 else out
-        rows.append({"backend": name, "samples_per_second": len(texts) / seconds, **scores(labels, preds)})
+        predictions[name] = out.argmax(axis=-1) if out.ndim == 2 else out
+        rows.append({"backend": name, "samples_per_second": len(texts) / seconds, **scores(labels, predictions[name])})
+    for row in rows:  # how often each backend gives freezetune torch's label (ONNX int8 parity on real data)
+        row["agreement_with_torch"] = float(np.mean(predictions[row["backend"]] == predictions["freezetune torch"]))
     return rows
 
 
@@ -311,8 +313,9 @@ def markdown(result: dict) -> str:
                          f"{run['accuracy']:.4f} | {run['macro_f1']:.4f} | {run['peak_memory_mb']:.0f} | "
                          f"{run['gflops_per_second']:.1f} | {run['fraction_of_peak']:.1%} |")
     lines += ["", f"## Prediction (test texts, the freezetune `{result['predict_model']}` model, batch size {s['predict_batch_size']})", "",
-              "| backend | samples/s | accuracy | macro-F1 |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['backend']} | {r['samples_per_second']:.1f} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} |" for r in result["predict"]]
+              "| backend | samples/s | accuracy | macro-F1 | same label as torch |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['backend']} | {r['samples_per_second']:.1f} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
+              f"{r['agreement_with_torch']:.1%} |" for r in result["predict"]]
     return "\n".join(lines) + "\n"
 
 
