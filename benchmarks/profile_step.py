@@ -1,0 +1,60 @@
+"""Where a training step's time goes: torch.profiler over a few steps of one strategy on the builtin model.
+
+    python benchmarks/profile_step.py [--freeze none|N|head] [--freeze-embeddings] [--steps 20]
+
+Runs the same pieces `train` uses (compact word embeddings; the frozen-prefix cache is not involved: this
+profiles the layers that train) on real inews batches, and prints the operators that take the most time.
+Run it alone on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from transformers import DataCollatorWithPadding
+
+from freezetune import load_splits
+from freezetune.compact_embedding import compact_word_embeddings
+from freezetune.models import load_classifier, load_tokenizer
+from freezetune.training import tokenize_frame
+from freezetune.tuning import apply_strategy, parse_strategy
+
+MODEL = "builtin:multilingual-e5-small"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--freeze", default="none")
+    parser.add_argument("--freeze-embeddings", action="store_true")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+
+    splits = load_splits("builtin:inews")
+    tokenizer = load_tokenizer(MODEL)
+    model = load_classifier(MODEL, splits.label_names).train()
+    counts = apply_strategy(model, parse_strategy(args.freeze, args.freeze_embeddings))
+    features = tokenize_frame(tokenizer, splits.train, 30)
+    collate = DataCollatorWithPadding(tokenizer)
+    batches = [collate(features[i : i + args.batch_size]) for i in range(0, args.steps * args.batch_size, args.batch_size)]
+    with compact_word_embeddings(model, features, weight_decay=0.0):
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5)
+
+        def step(batch):
+            model(**batch).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+
+        step(batches[0])  # warm-up
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for batch in batches[1:]:
+                with torch.profiler.record_function("forward+backward+step"):
+                    step(batch)
+    print(f"strategy --freeze {args.freeze}{' --freeze-embeddings' if args.freeze_embeddings else ''}: "
+          f"{counts['trainable_params']:,} trainable parameters, {len(batches) - 1} steps of batch {args.batch_size}")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18))
+
+
+if __name__ == "__main__":
+    main()
