@@ -127,6 +127,9 @@ def training_arguments(config: TrainConfig, scratch_dir: str) -> TrainingArgumen
         # Batches of similar length waste less compute on padding (shuffled within mega-batches).
         train_sampling_strategy="group_by_length",
         dataloader_pin_memory=torch.cuda.is_available(),
+        # Our examples hold exactly what the model takes (cached ones: `inputs_embeds`, which a model's
+        # forward signature may only accept through **kwargs, so the Trainer would drop it).
+        remove_unused_columns=False,
         report_to=[],
     )
 

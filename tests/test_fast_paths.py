@@ -124,3 +124,17 @@ def test_full_training_moves_only_the_embedding_rows_it_saw(tiny_bert, tiny_csv_
     moved = {i for i in range(len(before)) if not torch.equal(before[i], after[i])}
     assert moved and moved <= seen
     assert tokenizer.pad_token_id not in moved
+
+
+@pytest.mark.parametrize("freeze", ["head", "1"])
+def test_cached_training_of_the_mean_pooling_model(tiny_bert, tiny_csv_dir, tmp_path, freeze):
+    """The builtin model's head class takes `inputs_embeds` only through **kwargs: the cache must reach it."""
+    from transformers import AutoTokenizer, BertModel
+
+    folder = tmp_path / "mean-pool"
+    config = MeanPoolBertConfig(**{**BertModel.from_pretrained(tiny_bert).config.to_dict(), "model_type": None})
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(folder)
+    metrics = train(tiny_config(folder, tiny_csv_dir, tmp_path / "out", freeze=freeze, freeze_embeddings=True))
+    assert metrics["cached_layers"] == (2 if freeze == "head" else 1)
+    assert len(metrics["epochs"]) == 3
