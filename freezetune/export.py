@@ -7,6 +7,7 @@ config.json (for id2label) and run_config.json (for the trained max length).
 from __future__ import annotations
 
 import importlib
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -32,6 +33,21 @@ def require_onnx(module: str = "onnxruntime"):
         return importlib.import_module(module)
     except ImportError:
         raise UserError(f"ONNX support needs the package {module}: pip install 'freezetune[onnx]'") from None
+
+
+# The FFN down-projection of each layer (BERT/RoBERTa/ELECTRA names, then DistilBERT's). Its input comes
+# after GELU and has outliers that per-tensor dynamic activation quantization rounds away: on the builtin
+# model (fine-tuned, inews test titles) int8 everywhere keeps 96.9% of float32's labels and loses 0.5
+# accuracy points; these 12 MatMuls in float32 keep 99.2% and the same accuracy, at 468 vs 523 samples/s.
+FFN_OUTPUT = re.compile(r"/layer\.\d+/output/dense/MatMul$|/layer\.\d+/ffn/lin2/MatMul$")
+
+
+def ffn_output_matmuls(model_path: Path) -> list[str]:
+    """Names of the FFN down-projection MatMul nodes, kept in float32 by the int8 export."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return [node.name for node in graph.node if node.op_type == "MatMul" and FFN_OUTPUT.search(node.name)]
 
 
 def export_onnx(model_dir: str, output_dir: str, int8: bool = False, overwrite: bool = False) -> Path:
@@ -73,9 +89,10 @@ def export_onnx(model_dir: str, output_dir: str, int8: bool = False, overwrite: 
 
             # Dynamic quantization: int8 weights, activations quantized per batch at run time; MatMul holds
             # nearly all the compute of an encoder (the embedding lookup stays float). Per-channel weight
-            # scales: on builtin e5 they raise argmax agreement with float32 from 94.5% to 97.5% (test titles).
+            # scales raise agreement with float32 too (94.5% -> 97.5% on 200 builtin-e5 test titles).
             quantize_dynamic(stage / MODEL_FILE, stage / INT8_FILE, op_types_to_quantize=["MatMul"],
-                             weight_type=QuantType.QInt8, per_channel=True)
+                             weight_type=QuantType.QInt8, per_channel=True,
+                             nodes_to_exclude=ffn_output_matmuls(stage / MODEL_FILE))
         tokenizer.save_pretrained(str(stage))
         for name in COPIED_FILES:
             if (source / name).is_file():

@@ -16,7 +16,7 @@ import torch  # noqa: E402
 from freezetune import TrainConfig  # noqa: E402
 from freezetune.cli import main  # noqa: E402
 from freezetune.errors import UserError  # noqa: E402
-from freezetune.export import INT8_FILE, MODEL_FILE, export_onnx  # noqa: E402
+from freezetune.export import INT8_FILE, MODEL_FILE, export_onnx, ffn_output_matmuls  # noqa: E402
 from freezetune.onnx_predict import OnnxPredictor  # noqa: E402
 from freezetune.predict import Predictor  # noqa: E402
 from freezetune.training import train  # noqa: E402
@@ -133,11 +133,11 @@ def test_builtin_e5_onnx_parity_on_real_titles(e5_model):
     exported = export_onnx(str(model_dir), str(model_dir.parent / "onnx"), int8=True)
     graph_inputs = [i.name for i in onnx.load(str(exported / MODEL_FILE), load_external_data=False).graph.input]
     assert graph_inputs == ["input_ids", "attention_mask"]  # the e5 tokenizer makes no token_type_ids
+    assert len(ffn_output_matmuls(exported / MODEL_FILE)) == 12  # one FFN down-projection per layer
 
     torch_probs = Predictor(str(model_dir)).probabilities(titles)
     assert np.abs(OnnxPredictor(str(exported)).probabilities(titles) - torch_probs).max() < 1e-4
     int8 = OnnxPredictor(str(exported), int8=True).probabilities(titles)
     agreement = (int8.argmax(axis=1) == torch_probs.argmax(axis=1)).mean()
-    # Measured 97.5% here (96.4% on all 999 test titles): dynamic int8 quantizes activations per tensor, and
-    # the FFN down-projection inputs (after GELU) have outliers. The 99% target is not met yet.
-    assert agreement >= 0.95
+    # int8 everywhere gave 97.5% here; keeping the FFN down-projections in float32 (export.FFN_OUTPUT) fixes it.
+    assert agreement >= 0.99
