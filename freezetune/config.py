@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # The offline defaults: both ship inside PyPI packages (see README, "Offline default").
 DEFAULT_MODEL = "builtin:multilingual-e5-small"
@@ -39,8 +39,6 @@ class TrainConfig:
     validation_fraction: float = 0.1
     """Share of train held out (stratified, seeded) when the data has no validation split."""
     overwrite: bool = False
-    extra: dict = field(default_factory=dict)
-    """Options added by later features (kept in the recorded config)."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,8 +1,9 @@
 """Fine-tune one model with one tuning strategy: the path every transformer run takes.
 
-It extends nothing it does not need to: the HF `Trainer` brings the loop, checkpointing, mixed precision
-and multi-GPU (launch with `torchrun` or `accelerate launch`). What is ours is the data, the freezing,
-the metrics and an output folder that appears whole or not at all.
+It extends nothing it does not need to: the HF `Trainer` brings the loop, mixed precision and multi-GPU
+(launch with `torchrun` or `accelerate launch`). What is ours is the data, the freezing and the exact
+shortcuts it allows (prefix_cache, compact_embedding), the metrics, the best epoch kept in memory, and an
+output folder that appears whole or not at all.
 """
 
 from __future__ import annotations
