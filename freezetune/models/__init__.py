@@ -29,6 +29,8 @@ def _load(loader, name: str, **kwargs):
     except UserError:
         raise
     except (OSError, ValueError, KeyError) as exc:
+        if source.startswith(("/", "./", "../", "~")) and not Path(source).expanduser().exists():
+            raise UserError(f"model folder {source} not found: pass an existing folder or a hub id with --model") from exc
         if Path(source).exists():
             raise UserError(f"cannot load model from {source} ({type(exc).__name__}: {_first_line(exc)}): "
                             "it must be a Hugging Face model folder (config.json, weights, tokenizer)") from exc
