@@ -191,7 +191,8 @@ def layer_flops(config, tokens: int, squares: int) -> float:
     return 2 * (4 * h * h + 2 * h * ffn) * tokens + 4 * h * squares
 
 
-def run_flops(config, stats: dict, frozen_layers: int, embeddings_trainable: bool, padded: bool, epochs: int) -> float:
+def run_flops(config, stats: dict, frozen_layers: int, embeddings_trainable: bool, padded: bool, epochs: int,
+              cached: bool = False) -> float:
     """Training FLOPs of a run: trained layers fwd+bwd (3x fwd); frozen layers fwd (1x), or 2x when the
     backward pass must go through them to reach trainable embeddings; plus the forward of each evaluation."""
     def split_flops(split):
@@ -202,6 +203,10 @@ def run_flops(config, stats: dict, frozen_layers: int, embeddings_trainable: boo
 
     layers = config.num_hidden_layers
     frozen = min(frozen_layers, layers)
+    if cached:  # freezetune's prefix cache: the frozen layers run forward once, over train and validation
+        top = layers - frozen
+        once = frozen * (split_flops("train") + split_flops("validation"))
+        return once + epochs * (3 * top * split_flops("train") + top * split_flops("validation")) + layers * split_flops("test")
     train_multiplier = 3 * (layers - frozen) + (2 if embeddings_trainable else 1) * frozen
     evaluation = layers * (epochs * split_flops("validation") + split_flops("test"))
     return epochs * train_multiplier * split_flops("train") + evaluation
@@ -270,7 +275,8 @@ def benchmark(args) -> dict:
             run = in_fresh_process(run_freezetune, splits, args.model, strategy, shared, str(Path(work) / strategy))
             parsed = parse_strategy(*STRATEGIES[strategy])
             frozen = config.num_hidden_layers if parsed.frozen_layers is None else parsed.frozen_layers
-            run["flops"] = run_flops(config, stats, frozen, not parsed.freeze_embeddings, padded=False, epochs=run["epochs"])
+            run["flops"] = run_flops(config, stats, frozen, not parsed.freeze_embeddings, padded=False, epochs=run["epochs"],
+                                     cached=parsed.freeze_embeddings)
             rows.append({"strategy": strategy, "reference_frozen_layers": frozen_ref,
                          "reference": references.get(frozen_ref), "freezetune": run})
         for row in rows:
