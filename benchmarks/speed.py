@@ -43,9 +43,10 @@ def peak_memory_mb() -> float:
 
 
 def scores(labels, preds) -> dict:
-    from sklearn.metrics import accuracy_score, f1_score
+    """The package's own metric code, so both pipelines are scored exactly as `train` scores."""
+    from freezetune.metrics import summary_metrics
 
-    return {"accuracy": float(accuracy_score(labels, preds)), "macro_f1": float(f1_score(labels, preds, average="macro"))}
+    return summary_metrics(labels, preds)
 
 
 # --------------------------------------------------------------------------- (a) the notebook's pipeline
