@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py --quick            # a few minutes on 2 cores
     python benchmarks/speed.py                    # the full data, 3 epochs
+    python benchmarks/speed.py --quick --ablation --repeats 3 --skip-reference   # each shortcut turned off in turn
 
 On the same model, data, max length, batch size, learning rate, epochs and seed it runs (a) the notebook's code
 path (whole dataset tokenized with padding=True, the notebook's freezing loop, Trainer defaults) and (b)
@@ -29,6 +30,13 @@ import numpy as np
 
 # strategy -> (freezetune --freeze, --freeze-embeddings)
 STRATEGIES = {"full": ("none", False), "freeze6": ("6", False), "freeze6+emb": ("6", True), "head": ("head", False)}
+# --ablation: freezetune with one shortcut turned off (TrainConfig overrides), where the strategy uses it
+ABLATIONS = {
+    "fp32 (no bf16 autocast)": {"precision": "fp32"},
+    "no length grouping": {"length_grouping": False},
+    "no compact embeddings": {"compact_embeddings": False},
+    "no prefix cache": {"prefix_cache": False},
+}
 QUICK_ROWS = {"train": 800, "validation": 300, "test": 300}
 
 
@@ -107,7 +115,7 @@ def run_reference(splits, model_name: str, frozen_layers: int, args: dict) -> di
 # --------------------------------------------------------------------------- (b) freezetune
 
 
-def run_freezetune(splits, model_name: str, strategy: str, args: dict, output_dir: str) -> dict:
+def run_freezetune(splits, model_name: str, strategy: str, args: dict, output_dir: str, overrides: dict) -> dict:
     from freezetune import TrainConfig
     from freezetune.training import train
 
@@ -115,12 +123,13 @@ def run_freezetune(splits, model_name: str, strategy: str, args: dict, output_di
     config = TrainConfig(
         output_dir=output_dir, model=model_name, data=args["data"], freeze=freeze, freeze_embeddings=freeze_embeddings,
         epochs=args["epochs"], batch_size=args["batch_size"], eval_batch_size=args["batch_size"], lr=args["lr"],
-        max_length=args["max_length"], seed=args["seed"], overwrite=True,
+        max_length=args["max_length"], seed=args["seed"], overwrite=True, **overrides,
     )
     started = time.perf_counter()
     metrics = train(config, splits=splits)
     return {"seconds": time.perf_counter() - started, "epochs": len(metrics["epochs"]), "peak_memory_mb": peak_memory_mb(),
-            "train_seconds": metrics["train_seconds"], **{m: metrics["evaluation"][m] for m in ("accuracy", "macro_f1")}}
+            "train_seconds": metrics["train_seconds"], "precision": metrics["precision"],
+            "cached_layers": metrics["cached_layers"], **{m: metrics["evaluation"][m] for m in ("accuracy", "macro_f1")}}
 
 
 # --------------------------------------------------------------------------- prediction
@@ -140,9 +149,11 @@ def run_predict(model_dir: str, splits, batch_size: int, work_dir: str) -> list[
     reference = pipeline("text-classification", model=model_dir)
     label_ids = {name: i for i, name in enumerate(splits.label_names)}
     kwargs = {"batch_size": batch_size, "truncation": True, "max_length": trained_max_length(model_dir)}
+    auto = Predictor(model_dir, batch_size)  # bf16 where native (the default), else fp32: then one row
     backends = {
         "pipeline (reference)": lambda t: [label_ids[r["label"]] for r in reference(t, **kwargs)],
-        "freezetune torch": Predictor(model_dir, batch_size).probabilities,
+        "freezetune torch fp32": Predictor(model_dir, batch_size, precision="fp32").probabilities,
+        f"freezetune torch {auto.precision}": auto.probabilities,
         "onnx fp32": OnnxPredictor(exported, batch_size).probabilities,
         "onnx int8": OnnxPredictor(exported, batch_size, int8=True).probabilities,
     }
@@ -154,19 +165,19 @@ def run_predict(model_dir: str, splits, batch_size: int, work_dir: str) -> list[
         seconds = time.perf_counter() - started
         predictions[name] = out.argmax(axis=-1) if out.ndim == 2 else out
         rows.append({"backend": name, "samples_per_second": len(texts) / seconds, **scores(labels, predictions[name])})
-    for row in rows:  # how often each backend gives freezetune torch's label (ONNX int8 parity on real data)
-        row["agreement_with_torch"] = float(np.mean(predictions[row["backend"]] == predictions["freezetune torch"]))
+    for row in rows:  # how often each backend gives the float32 model's label (ONNX int8 parity on real data)
+        row["agreement_with_torch"] = float(np.mean(predictions[row["backend"]] == predictions["freezetune torch fp32"]))
     return rows
 
 
 # --------------------------------------------------------------------------- FLOPs and the machine
 
 
-def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
-    """This machine's float32 matmul FLOP/s: the best of a few n x n products."""
+def matmul_peak_flops(dtype: str = "float32", n: int = 2048, repeats: int = 5) -> float:
+    """This machine's matmul FLOP/s in `dtype`: the best of a few n x n products."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=getattr(torch, dtype)), torch.randn(n, n, dtype=getattr(torch, dtype))
     torch.matmul(a, b)
     best = min(_timed(lambda: torch.matmul(a, b)) for _ in range(repeats))
     return 2 * n**3 / best
@@ -213,16 +224,19 @@ def run_flops(config, stats: dict, frozen_layers: int, embeddings_trainable: boo
     return epochs * train_multiplier * split_flops("train") + evaluation
 
 
-def machine(peak: float) -> dict:
+def machine(peaks: dict) -> dict:
     import onnxruntime
     import torch
     import transformers
 
+    from freezetune.precision import cpu_has_native_bf16
+
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), platform.processor())
     return {"cpu": model, "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "transformers": transformers.__version__, "onnxruntime": onnxruntime.__version__,
-            "python": platform.python_version(), "date": datetime.date.today().isoformat(), "matmul_peak_gflops": peak / 1e9}
+            "native_bf16": cpu_has_native_bf16(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
+            "date": datetime.date.today().isoformat(), **{f"matmul_peak_gflops_{k}": v / 1e9 for k, v in peaks.items()}}
 
 
 # --------------------------------------------------------------------------- the run and its report
@@ -247,6 +261,19 @@ def reference_layers(strategy: str, layers: int) -> int:
     return {"full": 0, "freeze6": 6, "freeze6+emb": 6, "head": layers}[strategy]
 
 
+def ablations(parsed) -> dict:
+    """The shortcuts this strategy uses, each to be turned off once: compact embeddings only train where the
+    embeddings do, the prefix cache only exists where they are frozen."""
+    skip = "no prefix cache" if not parsed.freeze_embeddings else "no compact embeddings"
+    return {name: overrides for name, overrides in ABLATIONS.items() if name != skip}
+
+
+def repeated(repeats: int, fn, *args) -> dict:
+    """`repeats` runs of fn, each in a fresh process: the run with the median wall time, all times listed."""
+    runs = sorted((in_fresh_process(fn, *args) for _ in range(repeats)), key=lambda run: run["seconds"])
+    return {**runs[(len(runs) - 1) // 2], "seconds_of_repeats": [run["seconds"] for run in runs]}
+
+
 def benchmark(args) -> dict:
     from transformers import AutoConfig
 
@@ -258,69 +285,96 @@ def benchmark(args) -> dict:
     config = AutoConfig.from_pretrained(resolve_model(args.model))
     tokenizer = load_tokenizer(args.model)
     stats = {name: token_stats(tokenizer, getattr(splits, name), args.max_length) for name in ("train", "validation", "test")}
-    peak = matmul_peak_flops()
+    peaks = {"fp32": matmul_peak_flops("float32"), "bf16": matmul_peak_flops("bfloat16")}
     shared = {k: getattr(args, k) for k in ("data", "epochs", "batch_size", "lr", "max_length", "seed")}
     print(f"[speed] train {len(splits.train)}, validation {len(splits.validation)}, test {len(splits.test)} rows; "
-          f"matmul peak {peak / 1e9:.1f} GFLOP/s", file=sys.stderr)
+          f"matmul peak fp32 {peaks['fp32'] / 1e9:.1f}, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s; {args.repeats} run(s) each",
+          file=sys.stderr)
 
-    references, rows = {}, []
+    def with_flops(run, frozen, embeddings_trainable, padded):
+        run["flops"] = run_flops(config, stats, frozen, embeddings_trainable, padded, run["epochs"], run.get("cached_layers", 0) > 0)
+        return run
+
+    references, rows, ablation_rows = {}, [], []
     with tempfile.TemporaryDirectory() as work:
         for strategy in args.strategies:
+            parsed = parse_strategy(*STRATEGIES[strategy])
+            frozen = config.num_hidden_layers if parsed.frozen_layers is None else parsed.frozen_layers
             frozen_ref = reference_layers(strategy, config.num_hidden_layers)
             if not args.skip_reference and frozen_ref not in references:
                 print(f"[speed] (a) reference, {frozen_ref} layers frozen", file=sys.stderr)
-                run = in_fresh_process(run_reference, splits, args.model, frozen_ref, shared)
-                run["flops"] = run_flops(config, stats, frozen_ref, True, padded=True, epochs=run["epochs"])
-                references[frozen_ref] = run
+                run = repeated(args.repeats, run_reference, splits, args.model, frozen_ref, shared)
+                references[frozen_ref] = with_flops(run, frozen_ref, embeddings_trainable=True, padded=True)
             print(f"[speed] (b) freezetune {strategy}", file=sys.stderr)
-            run = in_fresh_process(run_freezetune, splits, args.model, strategy, shared, str(Path(work) / strategy))
-            parsed = parse_strategy(*STRATEGIES[strategy])
-            frozen = config.num_hidden_layers if parsed.frozen_layers is None else parsed.frozen_layers
-            run["flops"] = run_flops(config, stats, frozen, not parsed.freeze_embeddings, padded=False, epochs=run["epochs"],
-                                     cached=parsed.freeze_embeddings)
+            run = repeated(args.repeats, run_freezetune, splits, args.model, strategy, shared, str(Path(work) / strategy), {})
             rows.append({"strategy": strategy, "reference_frozen_layers": frozen_ref,
-                         "reference": references.get(frozen_ref), "freezetune": run})
-        for row in rows:
-            for run in (row["reference"], row["freezetune"]):
+                         "reference": references.get(frozen_ref), "freezetune": with_flops(run, frozen, not parsed.freeze_embeddings, padded=False)})
+            for name, overrides in (ablations(parsed) if args.ablation else {}).items():
+                print(f"[speed] (b) freezetune {strategy}, {name}", file=sys.stderr)
+                variant = repeated(args.repeats, run_freezetune, splits, args.model, strategy, shared,
+                                   str(Path(work) / "ablation"), overrides)
+                ablation_rows.append({"strategy": strategy, "variant": name, "overrides": overrides,
+                                      "freezetune": with_flops(variant, frozen, not parsed.freeze_embeddings, padded=False)})
+        for row in rows + ablation_rows:
+            for run in (row.get("reference"), row["freezetune"]):
                 if run:
-                    run.update(_rates(run, len(splits.train), peak))
+                    run.update(_rates(run, len(splits.train), peaks))
         predicted = next((r["strategy"] for r in rows if r["strategy"] in ("full", "head")), rows[0]["strategy"])
         print(f"[speed] prediction with the freezetune {predicted} model", file=sys.stderr)
         predict = in_fresh_process(run_predict, str(Path(work) / predicted), splits, args.predict_batch_size, work)
-    return {"machine": machine(peak), "settings": {**shared, "model": args.model, "quick": args.quick,
+    return {"machine": machine(peaks), "settings": {**shared, "model": args.model, "quick": args.quick, "repeats": args.repeats,
             "rows": {k: v["rows"] for k, v in stats.items()}, "predict_batch_size": args.predict_batch_size},
-            "token_stats": stats, "training": rows, "predict_model": predicted, "predict": predict}
+            "token_stats": stats, "training": rows, "ablation": ablation_rows, "predict_model": predicted, "predict": predict}
 
 
-def _rates(run: dict, train_rows: int, peak: float) -> dict:
+def _rates(run: dict, train_rows: int, peaks: dict) -> dict:
+    """Per-epoch time, throughput, and FLOP/s as a share of the peak of the precision the run computed in."""
+    peak = peaks[run.get("precision", "fp32")]
     return {"seconds_per_epoch": run["seconds"] / run["epochs"], "train_samples_per_second": train_rows * run["epochs"] / run["seconds"],
             "gflops_per_second": run["flops"] / run["seconds"] / 1e9, "fraction_of_peak": run["flops"] / run["seconds"] / peak}
 
 
+def _run_cells(run: dict, ratio: str) -> str:
+    return (f"{run['seconds_per_epoch']:.1f} | {run['train_samples_per_second']:.1f} | {ratio} | {run.get('precision', 'fp32')} | "
+            f"{run['accuracy']:.4f} | {run['macro_f1']:.4f} | {run['peak_memory_mb']:.0f} | {run['gflops_per_second']:.1f} | "
+            f"{run['fraction_of_peak']:.1%} |")
+
+
 def markdown(result: dict) -> str:
     m, s = result["machine"], result["settings"]
+    median = f"median of {s['repeats']} runs" if s["repeats"] > 1 else "one run"
     lines = [
         f"# freezetune speed benchmark ({'quick' if s['quick'] else 'full'}, {m['date']})", "",
         f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['torch']} ({m['torch_threads']} threads), "
         f"transformers {m['transformers']}, onnxruntime {m['onnxruntime']}, Python {m['python']}; "
-        f"float32 matmul peak {m['matmul_peak_gflops']:.1f} GFLOP/s.", "",
+        f"matmul peak float32 {m['matmul_peak_gflops_fp32']:.1f}, bfloat16 {m['matmul_peak_gflops_bf16']:.1f} GFLOP/s "
+        f"(native bf16: {'yes' if m['native_bf16'] else 'no'}).", "",
         f"Model `{s['model']}`, data `{s['data']}` (train/validation/test rows {s['rows']['train']}/{s['rows']['validation']}/"
         f"{s['rows']['test']}), max length {s['max_length']}, batch size {s['batch_size']}, lr {s['lr']}, "
-        f"epochs {s['epochs']}, seed {s['seed']}. Accuracy and macro-F1 on test, best epoch by validation accuracy.", "",
+        f"epochs {s['epochs']}, seed {s['seed']}. Times: {median}. Accuracy and macro-F1 on test, best epoch by "
+        "validation accuracy. \"of peak\": of the matmul peak of the run's precision.", "",
         "## Training: (a) the notebook's pipeline vs (b) freezetune", "",
-        "| strategy | run | s/epoch | train samples/s | (b)/(a) | accuracy | macro-F1 | peak MB | GFLOP/s | of peak |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| strategy | run | s/epoch | train samples/s | (b)/(a) | precision | accuracy | macro-F1 | peak MB | GFLOP/s | of peak |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for row in result["training"]:
         ref, ft = row["reference"], row["freezetune"]
-        runs = ([(f"(a) notebook, {row['reference_frozen_layers']} layers frozen", ref)] if ref else []) + [("(b) freezetune", ft)]
-        for label, run in runs:
-            ratio = f"{ft['train_samples_per_second'] / ref['train_samples_per_second']:.2f}x" if ref and run is ft else ""
-            lines.append(f"| {row['strategy']} | {label} | {run['seconds_per_epoch']:.1f} | {run['train_samples_per_second']:.1f} | {ratio} | "
-                         f"{run['accuracy']:.4f} | {run['macro_f1']:.4f} | {run['peak_memory_mb']:.0f} | "
-                         f"{run['gflops_per_second']:.1f} | {run['fraction_of_peak']:.1%} |")
+        if ref:
+            lines.append(f"| {row['strategy']} | (a) notebook, {row['reference_frozen_layers']} layers frozen | {_run_cells(ref, '')}")
+        ratio = f"{ft['train_samples_per_second'] / ref['train_samples_per_second']:.2f}x" if ref else ""
+        lines.append(f"| {row['strategy']} | (b) freezetune | {_run_cells(ft, ratio)}")
+    if result["ablation"]:
+        whole = {row["strategy"]: row["freezetune"] for row in result["training"]}
+        lines += ["", "## Ablation: freezetune with one shortcut turned off", "",
+                  "| strategy | turned off | s/epoch | train samples/s | all on is faster by | precision | accuracy | macro-F1 |",
+                  "|---|---|---:|---:|---:|---|---:|---:|"]
+        for row in result["ablation"]:
+            run, base = row["freezetune"], whole[row["strategy"]]
+            lines.append(f"| {row['strategy']} | {row['variant']} | {run['seconds_per_epoch']:.1f} | {run['train_samples_per_second']:.1f} | "
+                         f"{base['train_samples_per_second'] / run['train_samples_per_second']:.2f}x | {run['precision']} | "
+                         f"{run['accuracy']:.4f} | {run['macro_f1']:.4f} |")
     lines += ["", f"## Prediction (test texts, the freezetune `{result['predict_model']}` model, batch size {s['predict_batch_size']})", "",
-              "| backend | samples/s | accuracy | macro-F1 | same label as torch |", "|---|---:|---:|---:|---:|"]
+              "| backend | samples/s | accuracy | macro-F1 | same label as torch fp32 |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {r['backend']} | {r['samples_per_second']:.1f} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
               f"{r['agreement_with_torch']:.1%} |" for r in result["predict"]]
     return "\n".join(lines) + "\n"
@@ -341,12 +395,16 @@ def parse_args(argv=None):
     p.add_argument("--strategies", default=",".join(STRATEGIES), help=f"comma-separated, of: {', '.join(STRATEGIES)}")
     p.add_argument("--quick", action="store_true", help=f"subsample to {QUICK_ROWS} rows, 1 epoch")
     p.add_argument("--skip-reference", action="store_true", help="run only freezetune (b)")
+    p.add_argument("--ablation", action="store_true", help="also run freezetune with each shortcut turned off in turn")
+    p.add_argument("--repeats", type=int, default=1, help="runs of each training; the median time is reported")
     p.add_argument("--output", help="results path without suffix (default benchmarks/results/speed-<quick|full>-<date>)")
     args = p.parse_args(argv)
     args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     if unknown or not args.strategies:
         p.error(f"--strategies: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(STRATEGIES)}")
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
     args.epochs = args.epochs or (1 if args.quick else 3)
     return args
 

@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 
 from .compare import add_compare_arguments, compare_from_args
-from .config import DEFAULT_DATA, DEFAULT_MODEL, TrainConfig
+from .config import DEFAULT_DATA, DEFAULT_MODEL, PRECISIONS, TrainConfig
 from .errors import UserError
 
 EXIT_USAGE = 2
+PRECISION_HELP = "matmul precision: auto (bf16 where the CPU/GPU runs it natively, else fp32), fp32, bf16, fp16 (GPU)"
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser, data_default: str | None = DEFAULT_DATA) -> None:
@@ -38,6 +39,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--metric", default="accuracy", help="validation metric that picks the best epoch: accuracy or macro_f1")
     parser.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without improvement")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    parser.add_argument("--no-length-grouping", dest="length_grouping", action="store_false",
+                        help="plain random batches instead of batches of similar length")
+    parser.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
+                        help="run frozen bottom layers every step, with dropout, as the notebook does")
+    parser.add_argument("--no-compact-embeddings", dest="compact_embeddings", action="store_false",
+                        help="update the whole word-embedding matrix every step, not only the rows the data uses")
     parser.add_argument("--validation-fraction", type=float, default=0.1,
                         help="share of train held out when the data has no validation split")
     parser.add_argument("--output-dir", required=True)
@@ -50,7 +58,8 @@ def _train_config(args) -> TrainConfig:
         label_column=args.label_column, freeze=args.freeze, freeze_embeddings=args.freeze_embeddings,
         epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=args.lr,
         max_length=args.max_length, seed=args.seed, metric=args.metric, early_stopping=args.early_stopping,
-        validation_fraction=args.validation_fraction, overwrite=args.overwrite,
+        validation_fraction=args.validation_fraction, precision=args.precision, length_grouping=args.length_grouping,
+        prefix_cache=args.prefix_cache, compact_embeddings=args.compact_embeddings, overwrite=args.overwrite,
     )
 
 
@@ -115,7 +124,7 @@ def _predictor(args):
         raise UserError("--int8 runs the quantized ONNX model: add --backend onnx (and --model an exported folder)")
     from .predict import Predictor
 
-    return Predictor(args.model, args.batch_size)
+    return Predictor(args.model, args.batch_size, precision=args.precision)
 
 
 def cmd_predict(args) -> None:
@@ -153,7 +162,7 @@ def cmd_eval(args) -> None:
     from .metrics import format_report
     from .predict import evaluate
 
-    report = evaluate(args.model, args.data, args.split, args.text_column, args.label_column, args.batch_size)
+    report = evaluate(args.model, args.data, args.split, args.text_column, args.label_column, args.batch_size, args.precision)
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
         return
@@ -221,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="onnx: run a folder written by `freezetune export` with ONNX Runtime")
     p.add_argument("--int8", action="store_true", help="with --backend onnx: the int8-quantized model")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=f"with --backend torch: {PRECISION_HELP}")
     p.set_defaults(func=cmd_predict)
 
     p = commands.add_parser("export", help="export a trained model to ONNX for fast CPU inference")
@@ -237,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["train", "validation", "test"], help="default: test if the data has one, else validation")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.set_defaults(func=cmd_eval)
 
     p = commands.add_parser("data", help="list the builtin datasets or show one")

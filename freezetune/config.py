@@ -8,6 +8,7 @@ from dataclasses import dataclass
 # The offline defaults: both ship inside PyPI packages (see README, "Offline default").
 DEFAULT_MODEL = "builtin:multilingual-e5-small"
 DEFAULT_DATA = "builtin:inews"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # see precision.py
 
 
 @dataclass
@@ -38,6 +39,17 @@ class TrainConfig:
     """Stop after this many epochs without improvement of `metric` (None: never)."""
     validation_fraction: float = 0.1
     """Share of train held out (stratified, seeded) when the data has no validation split."""
+    precision: str = "auto"
+    """Matmul precision: `auto` (bf16 autocast where the CPU or GPU runs it natively, else fp32), `fp32`,
+    `bf16`, or `fp16` (GPU). Weights and optimizer state stay float32 either way."""
+    # The exact or near-exact shortcuts below are on by default; each can be turned off, e.g. to measure it.
+    length_grouping: bool = True
+    """Batch examples of similar length (shuffled mega-batches), so batches carry little padding."""
+    prefix_cache: bool = True
+    """With the embeddings and layers 0..N-1 frozen, compute their output once, in eval mode (so without
+    dropout there). False runs them every step, with dropout, as the reference notebook does."""
+    compact_embeddings: bool = True
+    """Train only the word-embedding rows the training data uses (exact: weight decay is 0)."""
     overwrite: bool = False
 
     def to_dict(self) -> dict:

@@ -13,6 +13,7 @@ import torch
 from scipy.special import softmax
 
 from .errors import UserError
+from .precision import autocast
 
 
 class BatchedClassifier(abc.ABC):
@@ -52,17 +53,21 @@ class BatchedClassifier(abc.ABC):
 
 
 class TorchClassifier(BatchedClassifier):
-    """A sequence-classification model already in memory (e.g. at the end of training)."""
+    """A sequence-classification model already in memory (e.g. at the end of training).
 
-    def __init__(self, model, tokenizer, batch_size: int, max_length: int):
+    `precision` is a resolved one (see precision.py): training's final predictions use training's.
+    """
+
+    def __init__(self, model, tokenizer, batch_size: int, max_length: int, precision: str = "fp32"):
         super().__init__(tokenizer, batch_size, max_length)
-        self.model = model
+        self.model, self.precision = model, precision
         self.label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
 
     @torch.inference_mode()
     def _logits(self, batch) -> np.ndarray:
         was_training = self.model.training
         self.model.eval()
-        logits = self.model(**batch.to(self.model.device)).logits.float().cpu().numpy()
+        with autocast(self.precision, self.model.device.type):
+            logits = self.model(**batch.to(self.model.device)).logits.float().cpu().numpy()
         self.model.train(was_training)
         return logits

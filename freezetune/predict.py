@@ -10,6 +10,7 @@ from .errors import UserError
 from .inference import TorchClassifier
 from .metrics import classification_report
 from .models import load_classifier, load_tokenizer
+from .precision import resolve_precision
 
 DEFAULT_MAX_LENGTH = 512
 
@@ -23,17 +24,18 @@ def trained_max_length(model_dir: str) -> int:
 
 
 class Predictor(TorchClassifier):
-    """A trained output folder loaded with PyTorch."""
+    """A trained output folder loaded with PyTorch; `precision` as in training (`auto`: bf16 where native)."""
 
-    def __init__(self, model_dir: str, batch_size: int = 64, max_length: int | None = None):
-        super().__init__(load_classifier(model_dir).eval(), load_tokenizer(model_dir), batch_size,
-                         max_length or trained_max_length(model_dir))
+    def __init__(self, model_dir: str, batch_size: int = 64, max_length: int | None = None, precision: str = "auto"):
+        model = load_classifier(model_dir).eval()
+        super().__init__(model, load_tokenizer(model_dir), batch_size, max_length or trained_max_length(model_dir),
+                         resolve_precision(precision, model.device.type))
 
 
 def evaluate(model_dir: str, data: str, split: str | None = None, text_column: str = "sentence",
-             label_column: str = "label", batch_size: int = 64) -> dict:
+             label_column: str = "label", batch_size: int = 64, precision: str = "auto") -> dict:
     """The training report (accuracy, F1s, per-class, confusion matrix) of a trained model on any split."""
-    predictor = Predictor(model_dir, batch_size)
+    predictor = Predictor(model_dir, batch_size, precision=precision)
     splits = load_splits(data, text_column, label_column)
     frames = {"train": splits.train, "validation": splits.validation, "test": splits.test}
     split = split or splits.evaluation_split[0]

@@ -16,6 +16,7 @@ import contextlib
 import torch
 from torch import nn
 
+from .precision import autocast
 from .tuning import LAYER_PATHS, Strategy, encoder_layers
 
 
@@ -74,10 +75,11 @@ def top_only(model: nn.Module, n: int):
 
 
 @torch.inference_mode()
-def encode_prefix(model: nn.Module, features: list[dict], n: int, batch_size: int) -> list[torch.Tensor]:
+def encode_prefix(model: nn.Module, features: list[dict], n: int, batch_size: int, precision: str = "fp32") -> list[torch.Tensor]:
     """Hidden states entering layer n for each tokenized example: a (tokens, hidden) tensor each.
 
-    Runs embeddings + layers 0..n-1 only, in eval mode, in length-sorted batches (less padding).
+    Runs embeddings + layers 0..n-1 only, in eval mode, in length-sorted batches (less padding), at the
+    training run's (resolved) precision; the states are kept in float32.
     """
     was_training = model.training
     model.eval()
@@ -95,7 +97,8 @@ def encode_prefix(model: nn.Module, features: list[dict], n: int, batch_size: in
                     values = features[i][key]
                     batch[key][row, : len(values)] = torch.tensor(values)
             batch = {k: v.to(device) for k, v in batch.items()}
-            hidden = model.base_model(**batch).last_hidden_state
+            with autocast(precision, device.type):
+                hidden = model.base_model(**batch).last_hidden_state
             for row, i in enumerate(idx):
                 states[i] = hidden[row, : len(features[i]["input_ids"])].float().cpu().clone()
     model.train(was_training)

@@ -29,6 +29,7 @@ from .measure import peak_memory_mb
 from .metrics import SELECTION_METRICS, classification_report, summary_metrics
 from .models import load_classifier, load_tokenizer
 from .outputs import check_output_dir, staged_output_dir, write_json_atomic
+from .precision import resolve_precision
 from .prefix_cache import CachedPrefixDataset, cached_layers, collate_cached, encode_prefix, top_only
 from .tuning import apply_strategy, parse_strategy
 
@@ -57,6 +58,7 @@ def validate_config(config: TrainConfig) -> None:
     if config.early_stopping is not None and config.early_stopping < 1:
         raise UserError(f"--early-stopping must be at least 1 epoch, got {config.early_stopping}")
     parse_strategy(config.freeze, config.freeze_embeddings)
+    resolve_precision(config.precision, _device_type())
 
 
 def tokenize_frame(tokenizer, frame, max_length: int) -> list[dict]:
@@ -113,7 +115,11 @@ def _epoch_rows(log_history: list[dict]) -> list[dict]:
     return [row for _, row in sorted(rows.items()) if "eval_loss" in row]
 
 
-def training_arguments(config: TrainConfig, scratch_dir: str) -> TrainingArguments:
+def _device_type() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def training_arguments(config: TrainConfig, precision: str, scratch_dir: str) -> TrainingArguments:
     return TrainingArguments(
         output_dir=scratch_dir,  # nothing is saved there: save_strategy="no"
         num_train_epochs=config.epochs,
@@ -122,11 +128,14 @@ def training_arguments(config: TrainConfig, scratch_dir: str) -> TrainingArgumen
         learning_rate=config.lr,
         weight_decay=0.0,  # the Trainer's default, stated: compact_word_embeddings relies on it
         seed=config.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=_device_type() == "cpu",  # the Trainer allows bf16 without a GPU only when told it is on the CPU
         eval_strategy="epoch",
         logging_strategy="epoch",  # so each logged train loss is that epoch's mean
         save_strategy="no",  # BestEpochCallback keeps the best weights in memory instead
         # Batches of similar length waste less compute on padding (shuffled within mega-batches).
-        train_sampling_strategy="group_by_length",
+        train_sampling_strategy="group_by_length" if config.length_grouping else "random",
         dataloader_pin_memory=torch.cuda.is_available(),
         # Our examples hold exactly what the model takes (cached ones: `inputs_embeds`, which a model's
         # forward signature may only accept through **kwargs, so the Trainer would drop it).
@@ -135,19 +144,20 @@ def training_arguments(config: TrainConfig, scratch_dir: str) -> TrainingArgumen
     )
 
 
-def fit(model, tokenizer, strategy, args, train_features, validation_features, best_epoch, log) -> tuple[Trainer, int]:
-    """Train with the Trainer on the cheapest exact path; returns the trainer and the number of cached layers.
+def fit(model, tokenizer, strategy, config, precision, args, train_features, validation_features, best_epoch, log) -> tuple[Trainer, int]:
+    """Train with the Trainer on the cheapest path `config` allows; returns the trainer and the number of cached layers.
 
     On return the model is whole again and holds the best epoch's weights.
     """
     with contextlib.ExitStack() as fast_paths:
-        fast_paths.enter_context(compact_word_embeddings(model, train_features, args.weight_decay))
+        if config.compact_embeddings:
+            fast_paths.enter_context(compact_word_embeddings(model, train_features, args.weight_decay))
         train_set, validation_set, collator = train_features, validation_features, DataCollatorWithPadding(tokenizer)
-        n_cached = cached_layers(model, strategy)
+        n_cached = cached_layers(model, strategy) if config.prefix_cache else None
         if n_cached:
             log(f"embeddings and layers 0..{n_cached - 1} are frozen: computing their output once")
             train_set, validation_set = (
-                CachedPrefixDataset(f, encode_prefix(model, f, n_cached, args.per_device_eval_batch_size))
+                CachedPrefixDataset(f, encode_prefix(model, f, n_cached, args.per_device_eval_batch_size, precision))
                 for f in (train_features, validation_features)
             )
             collator = collate_cached
@@ -179,22 +189,25 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
         + (f", test {len(splits.test)}" if splits.test is not None else "") + f"; classes {splits.label_names}")
 
     strategy = parse_strategy(config.freeze, config.freeze_embeddings)
+    precision = resolve_precision(config.precision, _device_type())
     set_seed(config.seed)  # before the model is built: the new head's initial weights depend on it
     tokenizer = load_tokenizer(config.model)
     model = load_classifier(config.model, splits.label_names)
     counts = apply_strategy(model, strategy)
     log(f"model {config.model}, strategy {strategy.name}: {counts['trainable_params']:,} trainable of "
-        f"{counts['total_params']:,} parameters ({counts['trainable_params'] / counts['total_params']:.1%})")
+        f"{counts['total_params']:,} parameters ({counts['trainable_params'] / counts['total_params']:.1%}); "
+        f"precision {precision}")
 
     train_features = tokenize_frame(tokenizer, splits.train, config.max_length)
     validation_features = tokenize_frame(tokenizer, splits.validation, config.max_length)
     best_epoch = BestEpochCallback(config.metric, config.early_stopping)
     scratch = tempfile.mkdtemp(prefix="freezetune-trainer-")
     try:
-        args = training_arguments(config, scratch)
+        args = training_arguments(config, precision, scratch)
         started = time.perf_counter()
         with peak_memory_mb() as peak:
-            trainer, n_cached = fit(model, tokenizer, strategy, args, train_features, validation_features, best_epoch, log)
+            trainer, n_cached = fit(model, tokenizer, strategy, config, precision, args, train_features, validation_features,
+                                    best_epoch, log)
         train_seconds = time.perf_counter() - started
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -208,7 +221,7 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
     # Final predictions with the whole model, as any user of the saved folder gets them. (Not
     # `trainer.predict`: with length grouping the Trainer also shuffles evaluation batches.)
     evaluation_name, evaluation_frame = splits.evaluation_split
-    classifier = TorchClassifier(model, tokenizer, config.eval_batch_size, config.max_length)
+    classifier = TorchClassifier(model, tokenizer, config.eval_batch_size, config.max_length, precision)
     validation_preds = classifier.probabilities(splits.validation[TEXT].tolist()).argmax(axis=-1)
     evaluation_preds = validation_preds if evaluation_name == "validation" else \
         classifier.probabilities(evaluation_frame[TEXT].tolist()).argmax(axis=-1)
@@ -224,6 +237,7 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
         "strategy": strategy.name,
         **counts,
         "cached_layers": n_cached,
+        "precision": precision,
         "train_seconds": train_seconds,
         "train_samples_per_second": len(train_features) * len(epochs) / train_seconds,
         "peak_memory_mb": peak[0],

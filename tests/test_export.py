@@ -50,7 +50,7 @@ def test_exported_folder_and_graph(exported):
 
 
 def test_onnx_matches_pytorch(trained, exported, texts):
-    torch_probs = Predictor(str(trained), batch_size=8).probabilities(texts)
+    torch_probs = Predictor(str(trained), batch_size=8, precision="fp32").probabilities(texts)  # what was exported
     onnx = OnnxPredictor(str(exported), batch_size=8)
     assert onnx.label_names == Predictor(str(trained)).label_names and onnx.max_length == 16
     assert np.abs(onnx.probabilities(texts) - torch_probs).max() < 1e-4
@@ -64,11 +64,11 @@ def test_cli_export_and_predict(capsys, trained, exported, tmp_path):
     assert (tmp_path / "cli" / MODEL_FILE).is_file() and not (tmp_path / "cli" / INT8_FILE).exists()
     capsys.readouterr()
     rows = {}
-    for backend, model, extra in (("torch", trained, []), ("onnx", tmp_path / "cli", []), ("onnx", exported, ["--int8"])):
+    for backend, model, extra in (("torch", trained, ["--precision", "fp32"]), ("onnx", tmp_path / "cli", []), ("onnx", exported, ["--int8"])):
         code = main(["predict", "今天游戏真好", "队友太差", "--model", str(model), "--backend", backend, "--json", *extra])
         rows[(backend, *extra)] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert code == 0
-    assert [r["label"] for r in rows[("onnx",)]] == [r["label"] for r in rows[("torch",)]]
+    assert [r["label"] for r in rows[("onnx",)]] == [r["label"] for r in rows[("torch", "--precision", "fp32")]]
     assert [r["text"] for r in rows[("onnx", "--int8")]] == ["今天游戏真好", "队友太差"]
 
 
@@ -135,7 +135,7 @@ def test_builtin_e5_onnx_parity_on_real_titles(e5_model):
     assert graph_inputs == ["input_ids", "attention_mask"]  # the e5 tokenizer makes no token_type_ids
     assert len(ffn_output_matmuls(exported / MODEL_FILE)) == 12  # one FFN down-projection per layer
 
-    torch_probs = Predictor(str(model_dir)).probabilities(titles)
+    torch_probs = Predictor(str(model_dir), precision="fp32").probabilities(titles)
     assert np.abs(OnnxPredictor(str(exported)).probabilities(titles) - torch_probs).max() < 1e-4
     int8 = OnnxPredictor(str(exported), int8=True).probabilities(titles)
     agreement = (int8.argmax(axis=1) == torch_probs.argmax(axis=1)).mean()

@@ -138,3 +138,19 @@ def test_cached_training_of_the_mean_pooling_model(tiny_bert, tiny_csv_dir, tmp_
     metrics = train(tiny_config(folder, tiny_csv_dir, tmp_path / "out", freeze=freeze, freeze_embeddings=True))
     assert metrics["cached_layers"] == (2 if freeze == "head" else 1)
     assert len(metrics["epochs"]) == 3
+
+
+def test_each_shortcut_can_be_turned_off(tiny_bert, tiny_csv_dir, tmp_path, monkeypatch):
+    from freezetune import training
+
+    compacted = []
+    real_compact = training.compact_word_embeddings
+    monkeypatch.setattr(training, "compact_word_embeddings", lambda *a: compacted.append(1) or real_compact(*a))
+    config = tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", freeze="1", freeze_embeddings=True, prefix_cache=False,
+                         compact_embeddings=False, length_grouping=False)
+    assert training.training_arguments(config, "fp32", str(tmp_path)).train_sampling_strategy == "random"
+    metrics = train(config)
+    assert metrics["cached_layers"] == 0 and not compacted
+    before = load_file(tiny_bert / "model.safetensors")
+    after = {k.removeprefix("bert."): v for k, v in load_file(tmp_path / "out" / "model.safetensors").items()}
+    assert not any(changed(before, after, "encoder.layer.0.")) and all(changed(before, after, "encoder.layer.1."))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from freezetune.config import DEFAULT_DATA, DEFAULT_MODEL
+from freezetune.config import DEFAULT_DATA, DEFAULT_MODEL, PRECISIONS
 from freezetune.errors import UserError
 from freezetune.metrics import SELECTION_METRICS
 
@@ -18,7 +18,7 @@ DEFAULT_STRATEGIES = ["full", "freeze6", "head", "lstm", "tfidf"]
 # Options that change what a run computes: resuming with different values would mix incomparable runs.
 RUN_DEFINING = (
     "model", "data", "text_column", "label_column", "epochs", "batch_size", "lr", "max_length",
-    "metric", "validation_fraction", "lstm_lr",
+    "metric", "validation_fraction", "lstm_lr", "precision",
 )
 
 
@@ -46,6 +46,8 @@ class CompareOptions:
     metric: str = "accuracy"
     """Selects each run's best epoch and the best strategy (`accuracy` or `macro_f1`)."""
     validation_fraction: float = 0.1
+    precision: str = "auto"
+    """Matmul precision of the transformer runs (see TrainConfig.precision)."""
     resume: bool = False
     overwrite: bool = False
     config: str | None = None
@@ -119,6 +121,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-length", dest="max_length", type=int, help="tokens (characters for the LSTM) per text (default 30)")
     add("--metric", choices=SELECTION_METRICS, help="picks best epochs and the best strategy (default accuracy)")
     add("--validation-fraction", dest="validation_fraction", type=float, help="default 0.1")
+    add("--precision", choices=PRECISIONS, help="of the transformer runs (default auto: bf16 where native)")
     add("--output-dir", "-o", dest="output_dir", help="folder of the study (runs/, report.md, report.html, ...)")
     add("--resume", action="store_true", help="keep finished runs of an existing --output-dir, run the rest")
     add("--overwrite", action="store_true", help="replace the runs of an existing --output-dir")
