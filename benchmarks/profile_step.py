@@ -1,9 +1,9 @@
 """Where a training step's time goes: torch.profiler over a few steps of one strategy on the builtin model.
 
-    python benchmarks/profile_step.py [--freeze none|N|head] [--freeze-embeddings] [--steps 20]
+    python benchmarks/profile_step.py [--freeze none|N|head] [--freeze-embeddings] [--steps 20] [--precision auto|fp32|bf16]
 
-Runs the same pieces `train` uses (compact word embeddings; the frozen-prefix cache is not involved: this
-profiles the layers that train) on real inews batches, and prints the operators that take the most time.
+Runs the same pieces `train` uses (compact word embeddings, autocast at the resolved precision; the
+frozen-prefix cache is not involved: this profiles the layers that train) on real inews batches, and prints the operators that take the most time.
 Run it alone on the machine.
 """
 
@@ -17,6 +17,7 @@ from transformers import DataCollatorWithPadding
 from freezetune import load_splits
 from freezetune.compact_embedding import compact_word_embeddings
 from freezetune.models import load_classifier, load_tokenizer
+from freezetune.precision import autocast, resolve_precision
 from freezetune.training import tokenize_frame
 from freezetune.tuning import apply_strategy, parse_strategy
 
@@ -29,7 +30,9 @@ def main() -> None:
     parser.add_argument("--freeze-embeddings", action="store_true")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--precision", default="auto")
     args = parser.parse_args()
+    precision = resolve_precision(args.precision, "cpu")
 
     splits = load_splits("builtin:inews")
     tokenizer = load_tokenizer(MODEL)
@@ -42,7 +45,9 @@ def main() -> None:
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5)
 
         def step(batch):
-            model(**batch).loss.backward()
+            with autocast(precision, "cpu"):
+                loss = model(**batch).loss
+            loss.backward()
             optimizer.step()
             optimizer.zero_grad()
 
@@ -52,7 +57,7 @@ def main() -> None:
                 with torch.profiler.record_function("forward+backward+step"):
                     step(batch)
     print(f"strategy --freeze {args.freeze}{' --freeze-embeddings' if args.freeze_embeddings else ''}: "
-          f"{counts['trainable_params']:,} trainable parameters, {len(batches) - 1} steps of batch {args.batch_size}")
+          f"{counts['trainable_params']:,} trainable parameters, {len(batches) - 1} steps of batch {args.batch_size}, {precision}")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18))
 
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .compare import add_compare_arguments, compare_from_args
-from .config import DEFAULT_DATA, DEFAULT_MODEL, PRECISIONS, TrainConfig
+from .config import CLASS_WEIGHTS, DEFAULT_DATA, DEFAULT_MODEL, PRECISIONS, TrainConfig
 from .errors import UserError
 
 EXIT_USAGE = 2
@@ -39,6 +39,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--metric", default="accuracy", help="validation metric that picks the best epoch: accuracy or macro_f1")
     parser.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without improvement")
+    parser.add_argument("--class-weights", choices=CLASS_WEIGHTS, default="none",
+                        help="balanced: weigh each class's loss by n / (classes * count), for imbalanced data")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     parser.add_argument("--no-length-grouping", dest="length_grouping", action="store_false",
                         help="plain random batches instead of batches of similar length")
@@ -57,7 +59,8 @@ def _train_config(args) -> TrainConfig:
         output_dir=args.output_dir, model=args.model, data=args.data, text_column=args.text_column,
         label_column=args.label_column, freeze=args.freeze, freeze_embeddings=args.freeze_embeddings,
         epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=args.lr,
-        max_length=args.max_length, seed=args.seed, metric=args.metric, early_stopping=args.early_stopping,
+        max_length=args.max_length, seed=args.seed, metric=args.metric, class_weights=args.class_weights,
+        early_stopping=args.early_stopping,
         validation_fraction=args.validation_fraction, precision=args.precision, length_grouping=args.length_grouping,
         prefix_cache=args.prefix_cache, compact_embeddings=args.compact_embeddings, overwrite=args.overwrite,
     )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 DEFAULT_MODEL = "builtin:multilingual-e5-small"
 DEFAULT_DATA = "builtin:inews"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # see precision.py
+CLASS_WEIGHTS = ("none", "balanced")  # see imbalance.py
 
 
 @dataclass
@@ -35,6 +36,8 @@ class TrainConfig:
     seed: int = 0
     metric: str = "accuracy"
     """Which validation metric picks the best epoch: `accuracy` or `macro_f1`."""
+    class_weights: str = "none"
+    """`balanced` weighs each class's loss by n / (classes * count): minority classes count as much as the rest."""
     early_stopping: int | None = None
     """Stop after this many epochs without improvement of `metric` (None: never)."""
     validation_fraction: float = 0.1

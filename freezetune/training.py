@@ -21,9 +21,10 @@ import torch
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from .compact_embedding import compact_word_embeddings
-from .config import TrainConfig
+from .config import CLASS_WEIGHTS, TrainConfig
 from .data import LABEL, TEXT, Splits, load_splits
 from .errors import UserError
+from .imbalance import class_weights, weighted_cross_entropy
 from .inference import TorchClassifier
 from .measure import peak_memory_mb
 from .metrics import SELECTION_METRICS, classification_report, summary_metrics
@@ -59,6 +60,8 @@ def validate_config(config: TrainConfig) -> None:
         raise UserError(f"--early-stopping must be at least 1 epoch, got {config.early_stopping}")
     parse_strategy(config.freeze, config.freeze_embeddings)
     resolve_precision(config.precision, _device_type())
+    if config.class_weights not in CLASS_WEIGHTS:
+        raise UserError(f"--class-weights {config.class_weights!r} is not valid: use one of {', '.join(CLASS_WEIGHTS)}")
 
 
 def tokenize_frame(tokenizer, frame, max_length: int) -> list[dict]:
@@ -144,7 +147,8 @@ def training_arguments(config: TrainConfig, precision: str, scratch_dir: str) ->
     )
 
 
-def fit(model, tokenizer, strategy, config, precision, args, train_features, validation_features, best_epoch, log) -> tuple[Trainer, int]:
+def fit(model, tokenizer, strategy, config, precision, args, train_features, validation_features, best_epoch, log,
+        loss_weights) -> tuple[Trainer, int]:
     """Train with the Trainer on the cheapest path `config` allows; returns the trainer and the number of cached layers.
 
     On return the model is whole again and holds the best epoch's weights.
@@ -166,6 +170,7 @@ def fit(model, tokenizer, strategy, config, precision, args, train_features, val
             model=model, args=args, train_dataset=train_set, eval_dataset=validation_set,
             processing_class=tokenizer, data_collator=collator, compute_metrics=_compute_metrics,
             callbacks=[best_epoch],
+            compute_loss_func=None if loss_weights is None else weighted_cross_entropy(loss_weights),
         )
         trainer.train()
         best_epoch.restore_best(model)
@@ -198,6 +203,9 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
         f"{counts['total_params']:,} parameters ({counts['trainable_params'] / counts['total_params']:.1%}); "
         f"precision {precision}")
 
+    loss_weights = class_weights(config.class_weights, splits.train[LABEL], len(splits.label_names))
+    if loss_weights is not None:
+        log("class weights (loss): " + ", ".join(f"{n} {w:.2f}" for n, w in zip(splits.label_names, loss_weights.tolist())))
     train_features = tokenize_frame(tokenizer, splits.train, config.max_length)
     validation_features = tokenize_frame(tokenizer, splits.validation, config.max_length)
     best_epoch = BestEpochCallback(config.metric, config.early_stopping)
@@ -207,7 +215,7 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
         started = time.perf_counter()
         with peak_memory_mb() as peak:
             trainer, n_cached = fit(model, tokenizer, strategy, config, precision, args, train_features, validation_features,
-                                    best_epoch, log)
+                                    best_epoch, log, loss_weights)
         train_seconds = time.perf_counter() - started
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -238,6 +246,7 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
         **counts,
         "cached_layers": n_cached,
         "precision": precision,
+        "class_weights": None if loss_weights is None else loss_weights.tolist(),
         "train_seconds": train_seconds,
         "train_samples_per_second": len(train_features) * len(epochs) / train_seconds,
         "peak_memory_mb": peak[0],

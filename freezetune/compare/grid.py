@@ -105,6 +105,7 @@ def _train_transformer(run: Run, splits, options, folder: Path) -> dict:
         freeze_embeddings=freezing.freeze_embeddings, epochs=options.epochs, batch_size=options.batch_size,
         eval_batch_size=options.eval_batch_size, lr=options.lr, max_length=options.max_length, seed=run.seed,
         metric=options.metric, validation_fraction=options.validation_fraction, precision=options.precision,
+        class_weights=options.class_weights,
         # An unfinished run's folder (no metrics.json) holds nothing worth keeping.
         overwrite=True,
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from freezetune.config import DEFAULT_DATA, DEFAULT_MODEL, PRECISIONS
+from freezetune.config import CLASS_WEIGHTS, DEFAULT_DATA, DEFAULT_MODEL, PRECISIONS
 from freezetune.errors import UserError
 from freezetune.metrics import SELECTION_METRICS
 
@@ -18,7 +18,7 @@ DEFAULT_STRATEGIES = ["full", "freeze6", "head", "lstm", "tfidf"]
 # Options that change what a run computes: resuming with different values would mix incomparable runs.
 RUN_DEFINING = (
     "model", "data", "text_column", "label_column", "epochs", "batch_size", "lr", "max_length",
-    "metric", "validation_fraction", "lstm_lr", "precision",
+    "metric", "validation_fraction", "lstm_lr", "precision", "class_weights",
 )
 
 
@@ -48,6 +48,8 @@ class CompareOptions:
     validation_fraction: float = 0.1
     precision: str = "auto"
     """Matmul precision of the transformer runs (see TrainConfig.precision)."""
+    class_weights: str = "none"
+    """`balanced`: class-weighted loss in the transformer runs (see TrainConfig.class_weights)."""
     resume: bool = False
     overwrite: bool = False
     config: str | None = None
@@ -121,6 +123,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-length", dest="max_length", type=int, help="tokens (characters for the LSTM) per text (default 30)")
     add("--metric", choices=SELECTION_METRICS, help="picks best epochs and the best strategy (default accuracy)")
     add("--validation-fraction", dest="validation_fraction", type=float, help="default 0.1")
+    add("--class-weights", dest="class_weights", choices=CLASS_WEIGHTS, help="transformer runs' loss weights (default none)")
     add("--precision", choices=PRECISIONS, help="of the transformer runs (default auto: bf16 where native)")
     add("--output-dir", "-o", dest="output_dir", help="folder of the study (runs/, report.md, report.html, ...)")
     add("--resume", action="store_true", help="keep finished runs of an existing --output-dir, run the rest")

@@ -87,10 +87,12 @@ def _blocks(options, splits, frame, summary, results, images) -> list[tuple]:
     eval_name, eval_frame = splits.evaluation_split
     sizes = f"train {len(splits.train)}, validation {len(splits.validation)}" + (
         f", test {len(splits.test)}" if splits.test is not None else "")
+    precision = ", ".join(sorted({m["precision"] for _, m in results if m.get("precision")})) or options.precision
     about = (f"Model: {options.model}. Data: {options.data} ({sizes}; classes {', '.join(splits.label_names)}). "
              f"Final numbers are on the {eval_name} split with each run's best epoch by validation {options.metric}. "
              f"Transformer runs: {options.epochs} epochs, batch size {options.batch_size}, learning rate {options.lr}, "
-             f"max length {options.max_length}. Seeds: {', '.join(map(str, options.seeds))}.")
+             f"max length {options.max_length}, precision {precision}, class weights {options.class_weights}. "
+             f"Seeds: {', '.join(map(str, options.seeds))}.")
     blocks = [("h1", "freezetune compare: the freezing study"), ("p", about)]
     if options.model.startswith("builtin:"):
         blocks.append(("p", BUILTIN_NOTE.format(model=options.model)))

@@ -52,7 +52,8 @@ def _prepare_output(out: Path, options: CompareOptions) -> None:
     if out.exists() and any(out.iterdir()):
         if options.resume:
             previous = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
-            changed = [k for k, v in options.run_defining().items() if k in previous and previous[k] != v]
+            # An option missing from the record (a study from an older version) counts as changed.
+            changed = [k for k, v in options.run_defining().items() if previous and previous.get(k) != v]
             if changed:
                 raise UserError(f"cannot --resume {out}: its runs used different {', '.join(changed)}; "
                                 "use the same options or another --output-dir")
