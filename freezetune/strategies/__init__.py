@@ -1,0 +1,30 @@
+"""Tuning strategies: which parameters train. `parse_strategy(text)` is the one way in.
+
+Importing this package registers every strategy; a new one is a module here with one `@register` class,
+imported below.
+"""
+
+from . import freezing  # noqa: F401  (registers full, freezeN, emb, head, topN)
+from .base import (
+    REGISTRY,
+    Combination,
+    Strategy,
+    TrainPlan,
+    frozen_prefix,
+    parameter_counts,
+    parse_strategy,
+    prepare,
+    register,
+    trainable_parameters,
+    valid_names,
+)
+
+__all__ = ["REGISTRY", "Combination", "Strategy", "TrainPlan", "frozen_prefix", "parameter_counts", "parse_strategy",
+           "prepare", "register", "trainable_parameters", "valid_names", "legacy_spec"]
+
+
+def legacy_spec(freeze: str, freeze_embeddings: bool = False) -> str:
+    """`--freeze none|N|head` plus `--freeze-embeddings`, the older spelling, as a strategy spec."""
+    value = str(freeze).strip().lower()
+    base = {"none": "full", "0": "full"}.get(value, f"freeze{value}" if value.isdigit() else value)
+    return f"{base}+emb" if freeze_embeddings and base != "head" else base
