@@ -1,32 +1,29 @@
 """freezetune: fine-tune pretrained encoders for short-text classification, and measure each way of tuning.
 
-The pipeline, one module per step: data -> models -> tuning (freezing) -> train -> predict/report.
+The pipeline, one package per step: data -> models -> strategies (which parameters train) -> training ->
+compare (the study) and predict/serve. Everything but the config and the error type loads lazily, so
+`freezetune --help` and `freezetune data list` do not import torch, pandas or matplotlib.
 """
 
-from .config import TrainConfig
-from .data import Splits, load_splits
+from .config import TrainConfig, TrainOptions
 from .errors import UserError
 
 __version__ = "0.1.0"
-__all__ = ["TrainConfig", "Splits", "UserError", "load_splits", "train", "evaluate", "Predictor", "export_onnx", "OnnxPredictor"]
+__all__ = ["TrainConfig", "TrainOptions", "Splits", "UserError", "load_splits", "train", "evaluate", "Predictor",
+           "export_onnx", "OnnxPredictor", "parse_strategy"]
+
+_LAZY = {
+    "Splits": ("data", "Splits"), "load_splits": ("data", "load_splits"),
+    "train": ("training", "train"), "evaluate": ("predict", "evaluate"), "Predictor": ("predict", "Predictor"),
+    "export_onnx": ("export", "export_onnx"), "OnnxPredictor": ("onnx_predict", "OnnxPredictor"),
+    "parse_strategy": ("strategies", "parse_strategy"),
+}
 
 
 def __getattr__(name):
-    # torch/transformers load lazily so `freezetune --help` and data commands start fast.
-    if name == "train":
-        from .training import train
+    if name not in _LAZY:
+        raise AttributeError(name)
+    import importlib
 
-        return train
-    if name in ("evaluate", "Predictor"):
-        from . import predict
-
-        return getattr(predict, name)
-    if name == "export_onnx":
-        from .export import export_onnx
-
-        return export_onnx
-    if name == "OnnxPredictor":
-        from .onnx_predict import OnnxPredictor
-
-        return OnnxPredictor
-    raise AttributeError(name)
+    module, attr = _LAZY[name]
+    return getattr(importlib.import_module(f".{module}", __name__), attr)

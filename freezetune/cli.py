@@ -6,12 +6,13 @@ Bad input raises `UserError` anywhere below; here it becomes one line on stderr 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import logging
 import sys
 from pathlib import Path
 
-from .compare import add_compare_arguments, compare_from_args
-from .config import CLASS_WEIGHTS, DEFAULT_DATA, DEFAULT_MODEL, PRECISIONS, TrainConfig
+from .config import DEFAULT_DATA, DEFAULT_MODEL, PRECISIONS, TrainConfig
 from .errors import UserError
 
 EXIT_USAGE = 2
@@ -26,57 +27,63 @@ def _add_data_arguments(parser: argparse.ArgumentParser, data_default: str | Non
     parser.add_argument("--label-column", default="label")
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """The training flags, shared by `train` and `compare`."""
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"hub id (e.g. bert-base-chinese), local model folder, or {DEFAULT_MODEL} (default)")
-    _add_data_arguments(parser)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--eval-batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=5e-5)
-    parser.add_argument("--max-length", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--metric", default="accuracy", help="validation metric that picks the best epoch: accuracy or macro_f1")
-    parser.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without improvement")
-    parser.add_argument("--class-weights", choices=CLASS_WEIGHTS, default="none",
-                        help="balanced: weigh each class's loss by n / (classes * count), for imbalanced data")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
-    parser.add_argument("--no-length-grouping", dest="length_grouping", action="store_false",
-                        help="plain random batches instead of batches of similar length")
-    parser.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
-                        help="run frozen bottom layers every step, with dropout, as the notebook does")
-    parser.add_argument("--no-compact-embeddings", dest="compact_embeddings", action="store_false",
-                        help="update the whole word-embedding matrix every step, not only the rows the data uses")
-    parser.add_argument("--validation-fraction", type=float, default=0.1,
-                        help="share of train held out when the data has no validation split")
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+def _one_line_error(parser: argparse.ArgumentParser, message: str):
+    """argparse's errors as a UserError: one line naming the problem, and where the fix is, exit code 2."""
+    raise UserError(f"{message} (see {parser.prog} --help)")
 
 
-def _train_config(args) -> TrainConfig:
-    return TrainConfig(
-        output_dir=args.output_dir, model=args.model, data=args.data, text_column=args.text_column,
-        label_column=args.label_column, freeze=args.freeze, freeze_embeddings=args.freeze_embeddings,
-        epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=args.lr,
-        max_length=args.max_length, seed=args.seed, metric=args.metric, class_weights=args.class_weights,
-        early_stopping=args.early_stopping,
-        validation_fraction=args.validation_fraction, precision=args.precision, length_grouping=args.length_grouping,
-        prefix_cache=args.prefix_cache, compact_embeddings=args.compact_embeddings, overwrite=args.overwrite,
-    )
+class ArgumentParser(argparse.ArgumentParser):
+    error = _one_line_error
+
+
+def dataclass_parser(dataclass_type, prog: str, description: str):
+    """The flags of a config dataclass (one per field, its help from the field's metadata), plus --config YAML."""
+    from transformers import HfArgumentParser
+
+    class Parser(HfArgumentParser):
+        error = _one_line_error
+
+    parser = Parser(dataclass_type, prog=prog, description=description)
+    if "config" not in {f.name for f in dataclasses.fields(dataclass_type)}:
+        parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of options (keys are the option names); "
+                            "flags given on the command line override it")
+    return parser
+
+
+def parse_dataclass(dataclass_type, argv: list[str], prog: str, description: str):
+    """Defaults < the --config YAML file < flags, into one `dataclass_type` (which checks its own values)."""
+    from .configs import load_yaml
+
+    parser = dataclass_parser(dataclass_type, prog, description)
+    known, _ = parser.parse_known_args(argv)
+    if known.config:
+        values = load_yaml(known.config, valid=[a.dest for a in parser._actions])
+        parser.set_defaults(**values)
+    fields = {f.name for f in dataclasses.fields(dataclass_type)}
+    return dataclass_type(**{k: v for k, v in vars(parser.parse_args(argv)).items() if k in fields})
 
 
 def cmd_train(args) -> None:
     from .metrics import format_report
     from .training import train
 
-    metrics = train(_train_config(args))
+    config = parse_dataclass(TrainConfig, args.rest, "freezetune train", "fine-tune a model with one tuning strategy")
+    metrics = train(config)
     print(f"\n{metrics['evaluation_split']} report (best epoch {metrics['best_epoch']}):")
     print(format_report(metrics["evaluation"], metrics["label_names"]))
 
 
 def cmd_compare(args) -> None:
-    out = compare_from_args(args)
+    from .compare import CompareOptions, compare
+
+    if args.rest == ["--list-configs"]:
+        from .configs import list_configs
+
+        print("\n".join(list_configs()))
+        return
+    options = parse_dataclass(CompareOptions, args.rest, "freezetune compare",
+                              "the tuning study: strategies x seeds, baselines, statistics, report")
+    out = compare(options)
     print(f"wrote {out / 'report.md'} and {out / 'report.html'}")
 
 
@@ -199,8 +206,8 @@ def cmd_data(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="freezetune", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = ArgumentParser(prog="freezetune", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
     p = commands.add_parser("tokenize", help="show how a tokenizer encodes texts (the notebook's first cell)")
     p.add_argument("text", nargs="+")
@@ -211,15 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_tokenize)
 
-    p = commands.add_parser("train", help="fine-tune a model with one tuning strategy")
-    add_train_arguments(p)
-    p.add_argument("--freeze", default="none", help="none (full fine-tuning), N (freeze encoder layers 0..N-1) or head")
-    p.add_argument("--freeze-embeddings", action="store_true", help="also freeze the embeddings")
-    p.set_defaults(func=cmd_train)
-
-    p = commands.add_parser("compare", help="the freezing study: strategies x seeds, baselines, report")
-    add_compare_arguments(p)
-    p.set_defaults(func=cmd_compare)
+    # train and compare parse their own flags, generated from their config dataclasses (see parse_dataclass),
+    # so building this parser needs no torch or transformers: `freezetune --help` stays fast.
+    for name, func, help_text in (("train", cmd_train, "fine-tune a model with one tuning strategy (train --help: flags)"),
+                                  ("compare", cmd_compare, "the tuning study: strategies x seeds, baselines, report "
+                                   "(compare --help: flags; compare --list-configs: packaged study configs)")):
+        p = commands.add_parser(name, help=help_text, add_help=False)
+        p.set_defaults(func=func, takes_rest=True)
 
     p = commands.add_parser("predict", help="label texts with a trained model")
     p.add_argument("text", nargs="*")
@@ -263,9 +268,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_to_stderr() -> None:
+    """Progress lines of the `freezetune` logger on stderr, as `[freezetune] message` (the CLI's voice)."""
+    logger = logging.getLogger("freezetune")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[freezetune] %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    _log_to_stderr()
     try:
+        parser = build_parser()
+        args, rest = parser.parse_known_args(argv)
+        if getattr(args, "takes_rest", False):
+            args.rest = rest
+        elif rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
         args.func(args)
     except UserError as exc:
         print(f"freezetune: error: {exc}", file=sys.stderr)

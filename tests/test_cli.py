@@ -83,7 +83,7 @@ def bad_inputs(tiny_bert, tiny_csv_dir, tmp_path):
         "missing column": (train + ["--data", tiny_csv_dir, "--text-column", "review"], "no column 'review'; columns are: sentence, label"),
         "not utf-8": (train + ["--data", gbk_garbage], "not valid UTF-8"),
         "too many layers": (train + ["--data", tiny_csv_dir, "--freeze", "3"], "more than the model's 2 encoder layers"),
-        "bad metric": (train + ["--data", tiny_csv_dir, "--metric", "f1"], "--metric 'f1' is not valid"),
+        "bad metric": (train + ["--data", tiny_csv_dir, "--metric", "f1"], "argument --metric: invalid choice: 'f1'"),
         "offline model": (["train", "--model", "no-such-user/no-such-model", "--data", tiny_csv_dir], "hub is unreachable"),
         "unknown builtin model": (["train", "--model", "builtin:bert", "--data", tiny_csv_dir], "unknown builtin model"),
     }, tmp_path

@@ -1,13 +1,13 @@
 """`compare` end to end on a tiny local BERT and tiny data: grid, report files, resume, errors."""
 
-import argparse
 import json
 
 import pandas as pd
 import pytest
 
 import freezetune.compare.grid as grid
-from freezetune.compare import CompareOptions, add_compare_arguments, compare, compare_from_args
+from freezetune.cli import main
+from freezetune.compare import CompareOptions, compare
 from freezetune.errors import UserError
 
 STRATEGIES = ["full", "freeze1+emb", "head", "lstm", "tfidf"]
@@ -78,7 +78,7 @@ def test_existing_output_needs_resume_or_overwrite(study):
 
 @pytest.mark.parametrize("name", ["freeze", "freezeX", "half", "freeze6+embeddings"])
 def test_bad_strategy_names_list_the_valid_forms(name, tmp_path):
-    with pytest.raises(UserError, match=r"valid forms are full, freezeN"):
+    with pytest.raises(UserError, match=r"valid names are full, freezeN"):
         compare(CompareOptions(output_dir=str(tmp_path / "out"), strategies=["full", name]))
     assert not (tmp_path / "out").exists()  # refused before any work
 
@@ -86,19 +86,15 @@ def test_bad_strategy_names_list_the_valid_forms(name, tmp_path):
 def test_yaml_config_with_flags_overriding(tiny_csv_dir, tmp_path):
     config = tmp_path / "study.yaml"
     config.write_text(f"data: {tiny_csv_dir}\nstrategies: [lstm, tfidf]\nseeds: 0,1\nepochs: 1\nbatch-size: 64\n")
-    parser = argparse.ArgumentParser()
-    add_compare_arguments(parser)
-    args = parser.parse_args(["--config", str(config), "--seeds", "3", "--output-dir", str(tmp_path / "out")])
-    out = compare_from_args(args)
+    out = tmp_path / "out"
+    assert main(["compare", "--config", str(config), "--seeds", "3", "--output-dir", str(out)]) == 0
     recorded = json.loads((out / "compare.json").read_text())
     assert (recorded["strategies"], recorded["seeds"], recorded["batch_size"]) == (["lstm", "tfidf"], [3], 64)
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["lstm-seed3", "tfidf-seed3"]
 
 
-def test_unknown_yaml_key_is_a_user_error(tmp_path):
+def test_unknown_yaml_key_is_a_user_error(tmp_path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text("strategys: full\n")
-    parser = argparse.ArgumentParser()
-    add_compare_arguments(parser)
-    with pytest.raises(UserError, match="unknown option"):
-        compare_from_args(parser.parse_args(["--config", str(config)]))
+    assert main(["compare", "--config", str(config), "--output-dir", str(tmp_path / "out")]) == 2
+    assert "unknown option(s) strategys" in capsys.readouterr().err

@@ -7,11 +7,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, BertConfig, DistilBertConfig, ElectraConfig, XLMRobertaConfig
 
-from freezetune.compact_embedding import compact_word_embeddings
+from freezetune.training.compact_embedding import compact_word_embeddings
 from freezetune.models.mean_pool import MeanPoolBertConfig
-from freezetune.prefix_cache import collate_cached, encode_prefix, top_only
+from freezetune.training.prefix_cache import collate_cached, encode_prefix, top_only
 from freezetune.training import train
-from freezetune.tuning import apply_strategy, parse_strategy
 
 from .test_training import tiny_config
 
@@ -93,7 +92,7 @@ def changed(before, after, prefix):
 
 
 def test_training_with_a_cached_prefix_keeps_it_bit_for_bit(tiny_bert, tiny_csv_dir, tmp_path):
-    metrics = train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", freeze="1", freeze_embeddings=True))
+    metrics = train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", strategy="freeze1+emb"))
     assert metrics["cached_layers"] == 1 and metrics["strategy"] == "freeze1+emb"
     before = load_file(tiny_bert / "model.safetensors")
     after = {k.removeprefix("bert."): v for k, v in load_file(tmp_path / "out" / "model.safetensors").items()}
@@ -103,7 +102,7 @@ def test_training_with_a_cached_prefix_keeps_it_bit_for_bit(tiny_bert, tiny_csv_
 
 
 def test_head_only_training_changes_only_the_head(tiny_bert, tiny_csv_dir, tmp_path):
-    metrics = train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", freeze="head"))
+    metrics = train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", strategy="head"))
     assert metrics["cached_layers"] == 2
     before = load_file(tiny_bert / "model.safetensors")
     after = load_file(tmp_path / "out" / "model.safetensors")
@@ -115,7 +114,7 @@ def test_full_training_moves_only_the_embedding_rows_it_saw(tiny_bert, tiny_csv_
     import pandas as pd
     from transformers import AutoTokenizer
 
-    train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", freeze="none"))
+    train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", strategy="full"))
     key = "embeddings.word_embeddings.weight"
     before = load_file(tiny_bert / "model.safetensors")[key]
     after = load_file(tmp_path / "out" / "model.safetensors")[f"bert.{key}"]
@@ -126,8 +125,8 @@ def test_full_training_moves_only_the_embedding_rows_it_saw(tiny_bert, tiny_csv_
     assert tokenizer.pad_token_id not in moved
 
 
-@pytest.mark.parametrize("freeze", ["head", "1"])
-def test_cached_training_of_the_mean_pooling_model(tiny_bert, tiny_csv_dir, tmp_path, freeze):
+@pytest.mark.parametrize("strategy", ["head", "freeze1+emb"])
+def test_cached_training_of_the_mean_pooling_model(tiny_bert, tiny_csv_dir, tmp_path, strategy):
     """The builtin model's head class takes `inputs_embeds` only through **kwargs: the cache must reach it."""
     from transformers import AutoTokenizer, BertModel
 
@@ -135,18 +134,18 @@ def test_cached_training_of_the_mean_pooling_model(tiny_bert, tiny_csv_dir, tmp_
     config = MeanPoolBertConfig(**{**BertModel.from_pretrained(tiny_bert).config.to_dict(), "model_type": None})
     AutoModelForSequenceClassification.from_config(config).save_pretrained(folder)
     AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(folder)
-    metrics = train(tiny_config(folder, tiny_csv_dir, tmp_path / "out", freeze=freeze, freeze_embeddings=True))
-    assert metrics["cached_layers"] == (2 if freeze == "head" else 1)
+    metrics = train(tiny_config(folder, tiny_csv_dir, tmp_path / "out", strategy=strategy))
+    assert metrics["cached_layers"] == (2 if strategy == "head" else 1)
     assert len(metrics["epochs"]) == 3
 
 
 def test_each_shortcut_can_be_turned_off(tiny_bert, tiny_csv_dir, tmp_path, monkeypatch):
-    from freezetune import training
+    from freezetune.training import run as training
 
     compacted = []
     real_compact = training.compact_word_embeddings
     monkeypatch.setattr(training, "compact_word_embeddings", lambda *a: compacted.append(1) or real_compact(*a))
-    config = tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", freeze="1", freeze_embeddings=True, prefix_cache=False,
+    config = tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", strategy="freeze1+emb", prefix_cache=False,
                          compact_embeddings=False, length_grouping=False)
     assert training.training_arguments(config, "fp32", str(tmp_path)).train_sampling_strategy == "random"
     metrics = train(config)

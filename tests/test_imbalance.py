@@ -41,7 +41,7 @@ def test_training_with_balanced_weights_uses_them(tiny_bert, tiny_csv_dir, tmp_p
         loss = real(weights)
         return lambda *a, **k: calls.append(1) or loss(*a, **k)
 
-    monkeypatch.setattr("freezetune.training.weighted_cross_entropy", spy)
+    monkeypatch.setattr("freezetune.training.run.weighted_cross_entropy", spy)
     metrics = train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", class_weights="balanced"))
     # The tiny training data is 50/30/20% over the sorted names (中性, 正面, 负面): 30%, 50%, 20%.
     assert metrics["class_weights"] == pytest.approx([1 / (3 * 0.3), 1 / (3 * 0.5), 1 / (3 * 0.2)], rel=1e-4)

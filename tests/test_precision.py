@@ -52,7 +52,7 @@ def test_training_computes_in_the_chosen_precision(tiny_bert, tiny_csv_dir, tmp_
 
     monkeypatch.setattr(Trainer, "training_step", recording_step)
     out = tmp_path / "out"
-    metrics = train(tiny_config(tiny_bert, tiny_csv_dir, out, freeze="none", precision=precision))
+    metrics = train(tiny_config(tiny_bert, tiny_csv_dir, out, strategy="full", precision=precision))
     assert seen == {dtype}
     assert metrics["precision"] == precision
     # Weights stay float32, and the saved model predicts what training recorded, at the same precision.

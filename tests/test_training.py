@@ -18,7 +18,7 @@ from freezetune.training import train
 def tiny_config(tiny_bert, tiny_csv_dir, output_dir, **overrides) -> TrainConfig:
     # Settings under which the tiny model learns (it predicts all three classes), so that a mix-up of
     # prediction order would show in the tests below.
-    settings = dict(output_dir=str(output_dir), model=str(tiny_bert), data=str(tiny_csv_dir), freeze="1",
+    settings = dict(output_dir=str(output_dir), model=str(tiny_bert), data=str(tiny_csv_dir), strategy="freeze1",
                     epochs=3, batch_size=4, lr=5e-3, max_length=16)
     return TrainConfig(**{**settings, **overrides})
 
@@ -122,5 +122,5 @@ def test_interrupted_run_leaves_no_output(tiny_bert, tiny_csv_dir, tmp_path, mon
 
 def test_freeze_beyond_the_layers_is_refused(tiny_bert, tiny_csv_dir, tmp_path):
     with pytest.raises(UserError, match="more than the model's 2 encoder layers"):
-        train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", freeze="5"))
+        train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", strategy="freeze5"))
     assert not (tmp_path / "out").exists()

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from freezetune.baselines.result import epoch_row, run_result
+from freezetune.results import epoch_row, scored_result
 from freezetune.measure import peak_memory_mb
 from freezetune.metrics import SELECTION_METRICS, classification_report
 
@@ -124,7 +124,7 @@ def run_lstm(
         eval_frame = splits.evaluation_split[1]
         eval_preds, _ = _predict(model, encode(eval_frame), eval_frame["label"].to_numpy(), eval_batch_size)
     n_params = sum(p.numel() for p in model.parameters())
-    return run_result(
+    return scored_result(
         splits,
         strategy="lstm",
         selection_metric=metric,
@@ -135,6 +135,6 @@ def run_lstm(
         trainable_params=n_params,
         total_params=n_params,
         train_seconds=seconds,
-        samples_seen=len(train_x) * epochs,
+        train_samples_per_second=len(train_x) * epochs / seconds,
         peak_memory_mb=peak[0],
-    )
+    ).to_dict()

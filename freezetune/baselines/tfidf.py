@@ -8,7 +8,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
-from freezetune.baselines.result import epoch_row, run_result
+from freezetune.results import epoch_row, scored_result
 from freezetune.measure import peak_memory_mb
 from freezetune.metrics import classification_report
 
@@ -36,7 +36,7 @@ def run_tfidf(splits, seed: int = 0, class_weight: str | None = None) -> dict:
         validation = classification_report(splits.validation["label"].tolist(), val_preds, splits.label_names)
         eval_preds, _ = predict(splits.evaluation_split[1])
     n_params = model.coef_.size + model.intercept_.size
-    return run_result(
+    return scored_result(
         splits,
         strategy="tfidf",
         selection_metric=None,  # one fit, nothing to select
@@ -47,6 +47,6 @@ def run_tfidf(splits, seed: int = 0, class_weight: str | None = None) -> dict:
         trainable_params=n_params,
         total_params=n_params,
         train_seconds=seconds,
-        samples_seen=len(splits.train),
+        train_samples_per_second=len(splits.train) / max(seconds, 1e-9),
         peak_memory_mb=peak[0],
-    )
+    ).to_dict()

@@ -1,18 +1,12 @@
-"""`freezetune compare`: the freezing study (strategies x seeds, baselines, statistics, report).
+"""`freezetune compare`: the tuning study (strategies x seeds, baselines, statistics, report).
 
-CLI hook: `add_compare_arguments(subparser)`, then `compare_from_args(args)`.
+`compare(CompareOptions(...))` runs a study; the CLI builds the options from flags and YAML (cli.py).
+Importing this package is cheap: the report (pandas, matplotlib) and training load when a study runs.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from freezetune.compare.options import CompareOptions, add_compare_arguments, options_from_args
+from freezetune.compare.options import CompareOptions
 from freezetune.compare.study import compare
 
-__all__ = ["CompareOptions", "add_compare_arguments", "compare", "compare_from_args"]
-
-
-def compare_from_args(args) -> Path:
-    """Run `compare` from parsed arguments (defaults < --config YAML < flags); returns the output folder."""
-    return compare(options_from_args(args))
+__all__ = ["CompareOptions", "compare"]

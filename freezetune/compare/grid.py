@@ -1,63 +1,98 @@
-"""The study's grid: strategy names, one run per strategy x seed, and running one run to its metrics.json."""
+"""The study's grid: which strategies, one run per strategy x seed (x learning rate), and running one run.
+
+Strategy names are the training vocabulary (`freezetune.strategies.parse_strategy`) plus two study-level words:
+the baselines `lstm` and `tfidf`, and `sweep[:0,2,4,...]`, which stands for `freezeN` at each point.
+"""
 
 from __future__ import annotations
 
-import re
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from freezetune.errors import UserError
-from freezetune.tuning import Strategy as Freezing
 
 METRICS_FILE = "metrics.json"  # the same file `train` writes; its presence marks a finished run
-VALID_FORMS = "full, freezeN (e.g. freeze6; embeddings stay trainable), freezeN+emb (embeddings frozen too), head, lstm, tfidf"
 BASELINES = ("lstm", "tfidf")
-_FREEZE = re.compile(r"freeze(\d+)(\+emb)?")
+DEFAULT_SWEEP = (0, 2, 4, 6, 8, 10, 12)
 
 
 @dataclass(frozen=True)
-class GridStrategy:
+class StudyStrategy:
     name: str
     """Canonical name, used for run folders and reports (`freeze0` is `full`)."""
-    freezing: Freezing | None = None
-    """What a transformer run freezes; None for the baselines."""
+    frozen_layers: int | None = None
+    """Bottom encoder layers frozen (for the accuracy-vs-frozen-layers plot); None for `head` (all of them)."""
+    freeze_embeddings: bool | None = None
+    """For the layer-freezing family (full, freezeN, freezeN+emb, head): whether the embeddings are frozen.
+    None for every other strategy and the baselines: they are not points of the frozen-layers plot."""
+    lr_grid: tuple[float, ...] = ()
+    """The strategy family's default learning rates (`--lr-grid auto`); empty for baselines."""
 
     @property
-    def frozen_layers(self) -> int | None:
-        """Encoder layers frozen: 0 for full, N for freezeN, None for head (all) and the baselines (n/a)."""
-        return self.freezing.frozen_layers if self.freezing else None
+    def is_baseline(self) -> bool:
+        return self.name in BASELINES
 
 
-def parse_strategy(text: str) -> GridStrategy:
-    name = text.strip().lower()
-    if name in BASELINES:
-        return GridStrategy(name)
-    if name in ("full", "head"):
-        freezing = Freezing(0 if name == "full" else None, name == "head")
-    elif match := _FREEZE.fullmatch(name):
-        freezing = Freezing(int(match[1]), bool(match[2]))
-    else:
-        raise UserError(f"unknown strategy {text!r}: valid forms are {VALID_FORMS}")
-    return GridStrategy(freezing.name, freezing)
-
-
-def parse_strategies(names: list[str]) -> list[GridStrategy]:
-    """Parse all names (so a typo fails before any run) and drop duplicates such as freeze0 after full."""
-    unique: dict[str, GridStrategy] = {}
+def parse_strategies(names: list[str]) -> list[StudyStrategy]:
+    """Parse all names (so a typo fails before any run), expand sweeps, drop duplicates such as freeze0 after full."""
+    unique: dict[str, StudyStrategy] = {}
     for name in names:
-        strategy = parse_strategy(name)
-        unique.setdefault(strategy.name, strategy)
+        for strategy in _expand(name.strip().lower()):
+            unique.setdefault(strategy.name, strategy)
     return list(unique.values())
+
+
+def _expand(name: str) -> list[StudyStrategy]:
+    if name in BASELINES:
+        return [StudyStrategy(name)]
+    if name == "sweep" or name.startswith("sweep:"):
+        return [_study_strategy(f"freeze{n}") for n in _sweep_points(name)]
+    return [_study_strategy(name)]
+
+
+def _study_strategy(spec: str) -> StudyStrategy:
+    from freezetune.strategies import parse_strategy
+
+    try:
+        strategy = parse_strategy(spec)
+    except UserError as exc:
+        raise UserError(f"{exc}; or the baselines {', '.join(BASELINES)}, or sweep[:0,2,4,...]") from None
+    name = strategy.spec()
+    parts = set(name.split("+"))
+    if name == "head":
+        frozen, embeddings = None, True
+    elif parts <= {"full", "emb"} or (parts - {"emb"} and all(p.startswith("freeze") for p in parts - {"emb"})):
+        frozen, embeddings = strategy.frozen_bottom(), "emb" in parts
+    else:
+        frozen, embeddings = None, None
+    return StudyStrategy(name, frozen, embeddings, tuple(strategy.lr_grid))
+
+
+def _sweep_points(name: str) -> list[int]:
+    text = name.partition(":")[2]
+    if not text:
+        return list(DEFAULT_SWEEP)
+    try:
+        points = [int(p) for p in text.replace("/", ",").split(",") if p.strip()]
+    except ValueError:
+        raise UserError(f"{name!r}: a sweep lists numbers of frozen layers, e.g. sweep:0,2,4,6") from None
+    if not points or min(points) < 0:
+        raise UserError(f"{name!r}: a sweep lists numbers of frozen layers >= 0, e.g. sweep:0,2,4,6")
+    return sorted(set(points))
 
 
 @dataclass(frozen=True)
 class Run:
-    strategy: GridStrategy
+    strategy: StudyStrategy
     seed: int
+    lr: float | None = None
+    """The learning rate, when the study chooses it per strategy (`--lr-grid`); None: the study's --lr."""
 
     @property
     def name(self) -> str:
-        return f"{self.strategy.name}-seed{self.seed}"
+        lr = "" if self.lr is None else f"-lr{self.lr:g}"
+        return f"{self.strategy.name}{lr}-seed{self.seed}"
 
     def folder(self, output_dir: Path) -> Path:
         return output_dir / "runs" / self.name
@@ -66,15 +101,16 @@ class Run:
         return (self.folder(output_dir) / METRICS_FILE).is_file()
 
 
-def grid(strategies: list[GridStrategy], seeds: list[int]) -> list[Run]:
+def grid(strategies: list[StudyStrategy], seeds: list[int], lrs: dict[str, float] | None = None) -> list[Run]:
     """Seed-major order: every strategy gets a first result early, and the ETA mixes cheap and slow runs."""
-    return [Run(strategy, seed) for seed in seeds for strategy in strategies]
+    lrs = lrs or {}
+    return [Run(strategy, seed, lrs.get(strategy.name)) for seed in seeds for strategy in strategies]
 
 
 def execute(run: Run, splits, options, output_dir: Path) -> dict:
-    """Run one strategy x seed on the shared splits; its folder gets metrics.json atomically, last."""
+    """Run one cell on the shared splits; its folder gets metrics.json atomically, last."""
     folder = run.folder(output_dir)
-    if run.strategy.freezing is not None:
+    if not run.strategy.is_baseline:
         return _train_transformer(run, splits, options, folder)
     from freezetune.baselines import run_lstm, run_tfidf
     from freezetune.outputs import write_json_atomic
@@ -97,16 +133,13 @@ def _train_transformer(run: Run, splits, options, folder: Path) -> dict:
     from freezetune.config import TrainConfig
     from freezetune.training import train
 
-    freezing = run.strategy.freezing
-    config = TrainConfig(
-        output_dir=str(folder), model=options.model, data=options.data, text_column=options.text_column,
-        label_column=options.label_column,
-        freeze="head" if freezing.frozen_layers is None else str(freezing.frozen_layers),
-        freeze_embeddings=freezing.freeze_embeddings, epochs=options.epochs, batch_size=options.batch_size,
-        eval_batch_size=options.eval_batch_size, lr=options.lr, max_length=options.max_length, seed=run.seed,
-        metric=options.metric, validation_fraction=options.validation_fraction, precision=options.precision,
-        class_weights=options.class_weights,
-        # An unfinished run's folder (no metrics.json) holds nothing worth keeping.
-        overwrite=True,
-    )
+    shared = options.shared()
+    if run.lr is not None:
+        shared["lr"] = run.lr
+    # An unfinished run's folder (no metrics.json) holds nothing worth keeping: overwrite.
+    config = TrainConfig(**shared, output_dir=str(folder), strategy=run.strategy.name, seed=run.seed, overwrite=True)
     return train(config, splits)
+
+
+def with_lr(run: Run, lr: float) -> Run:
+    return dataclasses.replace(run, lr=lr)

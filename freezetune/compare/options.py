@@ -1,68 +1,54 @@
-"""The options of `freezetune compare`: one dataclass, filled from defaults < a YAML file < CLI flags."""
+"""The options of `freezetune compare`: every training option (inherited from `TrainOptions`) plus the study's own.
+
+The CLI flags and the YAML config files are generated from this dataclass (see cli.parse_dataclass): defaults
+< a --config file < flags.
+"""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-from dataclasses import dataclass, field
-from pathlib import Path
+import math
+from dataclasses import dataclass
 
-import yaml
-
-from freezetune.config import CLASS_WEIGHTS, DEFAULT_DATA, DEFAULT_MODEL, PRECISIONS
+from freezetune.config import TrainOptions, option
 from freezetune.errors import UserError
-from freezetune.metrics import SELECTION_METRICS
 
 DEFAULT_STRATEGIES = ["full", "freeze6", "head", "lstm", "tfidf"]
-
-# Options that change what a run computes: resuming with different values would mix incomparable runs.
-RUN_DEFINING = (
-    "model", "data", "text_column", "label_column", "epochs", "batch_size", "lr", "max_length",
-    "metric", "validation_fraction", "lstm_lr", "precision", "class_weights",
-)
+# Options that do not change what a run computes; every other option must match to --resume a study.
+NOT_RUN_DEFINING = {"output_dir", "config", "resume", "overwrite", "strategies", "seeds"}
 
 
-@dataclass
-class CompareOptions:
-    """Everything that defines a freezing study. Defaults are the offline default study."""
+@dataclass(kw_only=True)
+class CompareOptions(TrainOptions):
+    """Everything that defines a tuning study. Defaults are the offline default study."""
 
-    output_dir: str | None = None
-    strategies: list[str] = field(default_factory=lambda: list(DEFAULT_STRATEGIES))
-    """full, freezeN, freezeN+emb, head, lstm, tfidf."""
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    model: str = DEFAULT_MODEL
-    data: str = DEFAULT_DATA
-    text_column: str = "sentence"
-    label_column: str = "label"
-    epochs: int = 3
-    """Epochs of every transformer and LSTM run."""
-    batch_size: int = 16
-    eval_batch_size: int = 64
-    lr: float = 5e-5
-    """Learning rate of the transformer runs."""
-    lstm_lr: float = 2e-3
-    """The LSTM trains from scratch and wants a much larger rate than fine-tuning."""
-    max_length: int = 30
-    metric: str = "accuracy"
-    """Selects each run's best epoch and the best strategy (`accuracy` or `macro_f1`)."""
-    validation_fraction: float = 0.1
-    precision: str = "auto"
-    """Matmul precision of the transformer runs (see TrainConfig.precision)."""
-    class_weights: str = "none"
-    """`balanced`: class-weighted loss in the transformer runs (see TrainConfig.class_weights)."""
-    resume: bool = False
-    overwrite: bool = False
-    config: str | None = None
-    """The YAML file the options came from (recorded, not re-read)."""
+    output_dir: str = option("", "folder of the study (runs/, report.md, report.html, ...)", required=True,
+                             aliases=["-o"])
+    config: str | None = option(None, "YAML file, or packaged config name (compare --list-configs), of options "
+                                "(keys are the option names); flags given on the command line override it")
+    strategies: list[str] = option(list(DEFAULT_STRATEGIES), "strategies to compare (space- or comma-separated): any "
+                                   "training strategy (full, freezeN, freezeN+emb, head, topN, bitfit, lora, "
+                                   "freezeN+lora, llrd, gradual, ...), the baselines lstm and tfidf, and sweep[:0,2,...] "
+                                   "(freezeN at each point)")
+    seeds: list[str] = option(["0", "1", "2"], "seeds: one run per strategy and seed (space- or comma-separated)")
+    lstm_lr: float = option(2e-3, "learning rate of the LSTM baseline (trained from scratch, it wants a larger one)")
+    lr_grid: str | None = option(None, "choose each strategy's learning rate on validation first: `auto` (each "
+                                 "strategy family's default grid) or a comma-separated list; seed 0 runs at every "
+                                 "candidate, the best by validation runs all seeds")
+    resume: bool = option(False, "keep the finished runs of an existing --output-dir and run the rest")
+    overwrite: bool = option(False, "replace the runs of an existing --output-dir")
 
     def __post_init__(self):
-        # YAML reads `5e-5` as a string (YAML 1.1), so numbers are coerced here rather than trusted.
+        # YAML 1.1 reads `5e-5` as a string, so numbers are coerced here rather than trusted.
         for name, kind in (("epochs", int), ("batch_size", int), ("eval_batch_size", int), ("max_length", int),
-                           ("lr", float), ("lstm_lr", float), ("validation_fraction", float)):
+                           ("lstm_lr", float), ("validation_fraction", float)):
             try:
                 setattr(self, name, kind(getattr(self, name)))
             except (TypeError, ValueError):
                 raise UserError(f"{name} must be a number, got {getattr(self, name)!r}") from None
+        super().__post_init__()
+        if not self.output_dir:
+            raise UserError("compare needs --output-dir (or output_dir in the --config file)")
         self.strategies = _as_list(self.strategies)
         try:
             self.seeds = [int(s) for s in _as_list(self.seeds)]
@@ -70,69 +56,35 @@ class CompareOptions:
             raise UserError(f"seeds must be integers, e.g. 0,1,2 (got {self.seeds!r})") from None
         if not self.strategies or not self.seeds:
             raise UserError("compare needs at least one strategy and one seed")
-        if self.metric not in SELECTION_METRICS:
-            raise UserError(f"metric {self.metric!r} is not valid: use one of {', '.join(SELECTION_METRICS)}")
+        if not (math.isfinite(self.lstm_lr) and self.lstm_lr > 0):
+            raise UserError(f"--lstm-lr must be a positive number, got {self.lstm_lr}")
+        if self.lr_grid is not None:
+            self.lr_grid = _lr_grid(self.lr_grid)
+        if self.lr == "auto" and self.lr_grid is None:
+            self.lr_grid = "auto"  # `--lr auto` means the same in a study
         if self.resume and self.overwrite:
             raise UserError("--resume and --overwrite contradict each other: pass one of them")
 
     def run_defining(self) -> dict:
-        return {name: getattr(self, name) for name in RUN_DEFINING}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in NOT_RUN_DEFINING}
 
 
-def _as_list(value) -> list:
-    """Accept `a,b,c` strings (CLI, YAML) and YAML lists alike; drop duplicates, keep order."""
-    items = value.split(",") if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
-    return list(dict.fromkeys(str(v).strip() for v in items if str(v).strip()))
+def _as_list(value) -> list[str]:
+    """Accept `a,b c` (CLI), YAML lists and single values alike; drop duplicates, keep order."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    parts = [p.strip() for item in items for p in str(item).split(",")]
+    return list(dict.fromkeys(p for p in parts if p))
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(CompareOptions)}
-
-
-def load_yaml(path: str) -> dict:
-    """A YAML mapping of option names (`batch_size` or `batch-size`) to values."""
+def _lr_grid(value) -> str:
+    """`auto`, or a comma-separated list of positive learning rates (kept as text: it is recorded as given)."""
+    text = ",".join(_as_list(value))
+    if text.lower() == "auto":
+        return "auto"
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as e:
-        raise UserError(f"cannot read config file {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"config file {path} must be a mapping of option names to values")
-    options = {str(k).replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(options) - set(FIELDS) - {"config"})
-    if unknown:
-        raise UserError(f"config file {path}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(FIELDS)}")
-    return options
-
-
-def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the `compare` flags. Flags default to "not given" so that a --config file can fill them."""
-    add = lambda *a, **k: parser.add_argument(*a, default=argparse.SUPPRESS, **k)  # noqa: E731
-    add("--config", metavar="FILE.yaml", help="YAML file of options (keys = option names); flags override it")
-    add("--strategies", help=f"comma-separated: full, freezeN, freezeN+emb, head, lstm, tfidf (default {','.join(DEFAULT_STRATEGIES)})")
-    add("--seeds", help="comma-separated seeds, one run per strategy and seed (default 0,1,2)")
-    add("--model", help=f"hub id, local folder or builtin:NAME (default {DEFAULT_MODEL})")
-    add("--data", help=f"data spec as for `train` (default {DEFAULT_DATA})")
-    add("--text-column", dest="text_column")
-    add("--label-column", dest="label_column")
-    add("--epochs", type=int, help="epochs of each transformer and LSTM run (default 3)")
-    add("--batch-size", dest="batch_size", type=int, help="default 16")
-    add("--eval-batch-size", dest="eval_batch_size", type=int, help="default 64")
-    add("--lr", type=float, help="transformer learning rate (default 5e-5)")
-    add("--lstm-lr", dest="lstm_lr", type=float, help="LSTM learning rate (default 2e-3)")
-    add("--max-length", dest="max_length", type=int, help="tokens (characters for the LSTM) per text (default 30)")
-    add("--metric", choices=SELECTION_METRICS, help="picks best epochs and the best strategy (default accuracy)")
-    add("--validation-fraction", dest="validation_fraction", type=float, help="default 0.1")
-    add("--class-weights", dest="class_weights", choices=CLASS_WEIGHTS, help="transformer runs' loss weights (default none)")
-    add("--precision", choices=PRECISIONS, help="of the transformer runs (default auto: bf16 where native)")
-    add("--output-dir", "-o", dest="output_dir", help="folder of the study (runs/, report.md, report.html, ...)")
-    add("--resume", action="store_true", help="keep finished runs of an existing --output-dir, run the rest")
-    add("--overwrite", action="store_true", help="replace the runs of an existing --output-dir")
-
-
-def options_from_args(args: argparse.Namespace) -> CompareOptions:
-    """Defaults, then the --config file, then the flags actually given."""
-    given = {k: v for k, v in vars(args).items() if k in FIELDS}
-    values = load_yaml(given["config"]) if given.get("config") else {}
-    values.update(given)
-    return CompareOptions(**values)
+        rates = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"--lr-grid must be auto or comma-separated learning rates, got {value!r}") from None
+    if not rates or not all(math.isfinite(r) and r > 0 for r in rates):
+        raise UserError(f"--lr-grid rates must be positive numbers, got {value!r}")
+    return ",".join(f"{r:g}" for r in rates)

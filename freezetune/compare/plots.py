@@ -75,8 +75,9 @@ def frozen_layers(runs: pd.DataFrame, depth: int, path: Path) -> Path:
             stats = series.groupby(["x", "strategy"])[column].agg(["mean", "std"]).reset_index().sort_values("x")
             ax.errorbar(stats["x"], stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=4,
                         label="embeddings frozen" if frozen_emb else "embeddings trainable")
-            for _, row in stats.iterrows():
-                ax.annotate(row["strategy"], (row["x"], row["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            # The x axis already names each freezeN point; only `head` (drawn at all layers) gets a label.
+            for _, row in stats[stats["strategy"] == "head"].iterrows():
+                ax.annotate("head", (row["x"], row["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_title(f"{title} vs frozen layers (head = all {depth})")
         ax.set_xlabel("encoder layers frozen")
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -88,10 +89,14 @@ def frozen_layers(runs: pd.DataFrame, depth: int, path: Path) -> Path:
 def f1_vs_params(summary: pd.DataFrame, path: Path) -> Path:
     """Macro-F1 (mean +- std) against trainable parameters, log scale: what each parameter buys."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for _, row in summary.iterrows():
+    # Neighbouring points are labelled on alternating sides so that their names do not overlap.
+    offsets = [(5, 5), (5, -12), (-5, 5), (-5, -12)]
+    ordered = summary.sort_values("trainable_params").reset_index(drop=True)
+    for i, row in ordered.iterrows():
         ax.errorbar(row["trainable_params"], row["macro_f1_mean"], yerr=row["macro_f1_std"], marker="o", capsize=4)
+        dx, dy = offsets[i % len(offsets)]
         ax.annotate(row["strategy"], (row["trainable_params"], row["macro_f1_mean"]), textcoords="offset points",
-                    xytext=(5, 5), fontsize=9)
+                    xytext=(dx, dy), fontsize=8, ha="left" if dx > 0 else "right")
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel("evaluation macro-F1")

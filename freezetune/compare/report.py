@@ -25,7 +25,7 @@ BUILTIN_NOTE = (
 )
 
 
-def write_report(output_dir: Path, options, splits, results: list[tuple[Run, dict]]) -> None:
+def write_report(output_dir: Path, options, splits, results: list[tuple[Run, dict]], selection: dict | None = None) -> None:
     """Write every report file into `output_dir`; each file appears whole (written aside, then renamed)."""
     frame = results_frame(results)
     summary = summary_frame(frame, splits.label_names)
@@ -34,7 +34,7 @@ def write_report(output_dir: Path, options, splits, results: list[tuple[Run, dic
     frame.to_csv(staging / "results.csv", index=False)
     (staging / "results.json").write_text(frame.to_json(orient="records", force_ascii=False, indent=2), encoding="utf-8")
     images = _plot(staging, frame, summary, splits, results, output_dir, options.metric)
-    blocks = _blocks(options, splits, frame, summary, results, images)
+    blocks = _blocks(options, splits, frame, summary, results, images, selection or {})
     (staging / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
     (staging / "report.html").write_text(to_html(blocks, staging), encoding="utf-8")
     for file in staging.iterdir():
@@ -70,7 +70,7 @@ def _encoder_depth(results, output_dir: Path) -> int | None:
     from transformers import AutoConfig
 
     for run, _ in results:
-        if run.strategy.freezing is not None:
+        if not run.strategy.is_baseline:
             try:
                 config = AutoConfig.from_pretrained(run.folder(output_dir))
             except (OSError, ValueError):
@@ -83,20 +83,23 @@ def _pm(mean: float, std: float, digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _blocks(options, splits, frame, summary, results, images) -> list[tuple]:
+def _blocks(options, splits, frame, summary, results, images, selection: dict) -> list[tuple]:
     eval_name, eval_frame = splits.evaluation_split
     sizes = f"train {len(splits.train)}, validation {len(splits.validation)}" + (
         f", test {len(splits.test)}" if splits.test is not None else "")
     precision = ", ".join(sorted({m["precision"] for _, m in results if m.get("precision")})) or options.precision
     about = (f"Model: {options.model}. Data: {options.data} ({sizes}; classes {', '.join(splits.label_names)}). "
              f"Final numbers are on the {eval_name} split with each run's best epoch by validation {options.metric}. "
-             f"Transformer runs: {options.epochs} epochs, batch size {options.batch_size}, learning rate {options.lr}, "
+             f"Transformer runs: {options.epochs} epochs, batch size {options.batch_size}, "
+             f"learning rate {'chosen per strategy on validation (below)' if selection else options.lr}, "
              f"max length {options.max_length}, precision {precision}, class weights {options.class_weights}. "
              f"Seeds: {', '.join(map(str, options.seeds))}.")
     blocks = [("h1", "freezetune compare: the freezing study"), ("p", about)]
     if options.model.startswith("builtin:"):
         blocks.append(("p", BUILTIN_NOTE.format(model=options.model)))
     blocks += [("p", f"Data note: {note}") for note in splits.notes]
+    if selection:
+        blocks += _selection_blocks(selection, options.metric)
 
     blocks += [("h2", f"Summary on the {eval_name} split (mean ± std over seeds)"), ("table", [
         "strategy", "seeds", "accuracy", "macro-F1", "trainable params", "train time (s)", "samples/s", "peak memory (MB)"
@@ -124,6 +127,19 @@ def _blocks(options, splits, frame, summary, results, images) -> list[tuple]:
          _num(r["validation_loss"]), _num(r["validation_accuracy"]), _num(r["validation_macro_f1"])]
         for _, r in frame.iterrows()])]
     return blocks
+
+
+def _selection_blocks(selection: dict, metric: str) -> list[tuple]:
+    """The learning rate chosen for each strategy, the candidates' validation scores, and what choosing cost."""
+    cost = sum(s["extra_train_seconds"] for s in selection.values())
+    seed = next(iter(selection.values()))["seed"]
+    return [("h2", "Learning rate per strategy (chosen on validation)"), ("p", (
+        f"Each strategy trained at each candidate learning rate on seed {seed}; the best validation {metric} was kept "
+        f"and all seeds ran at it (its seed-{seed} run is the search's). The test split played no part. Choosing "
+        f"cost {cost:.0f} s of extra training in all.")), ("table", [
+        "strategy", f"candidates (validation {metric})", "chosen lr", "extra train time (s)"
+    ], [[name, ", ".join(f"{lr}: {score:.4f}" for lr, score in s["candidates"].items()), f"{s['chosen_lr']:g}",
+         f"{s['extra_train_seconds']:.0f}"] for name, s in selection.items()])]
 
 
 def _num(value) -> str:

@@ -1,17 +1,21 @@
-"""`compare`: run every strategy x seed on the same splits, resumably, then write the report."""
+"""`compare`: run every strategy x seed on the same splits, resumably, then write the report.
+
+The phases: check the options and the grid, load the data, prepare the output folder, choose each strategy's
+learning rate on validation (with `--lr-grid`), run the grid, report.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from freezetune.compare.grid import METRICS_FILE, execute, grid, parse_strategies
+from freezetune.compare.grid import METRICS_FILE, Run, StudyStrategy, execute, grid, parse_strategies
 from freezetune.compare.options import CompareOptions
-from freezetune.compare.report import write_report
 from freezetune.errors import UserError
 from freezetune.outputs import write_json_atomic
 
@@ -19,41 +23,87 @@ OPTIONS_FILE = "compare.json"
 # The validation split, when one must be made, is held out with this seed for every run: the split is
 # part of the study, the seeds vary only the training.
 SPLIT_SEED = 0
+log = logging.getLogger("freezetune")
 
 
 def compare(options: CompareOptions) -> Path:
     """Run the study into `options.output_dir` and return that folder (report.md, report.html, runs/, ...)."""
-    if not options.output_dir:
-        raise UserError("compare needs --output-dir (or output_dir in the --config file)")
-    strategies = parse_strategies(options.strategies)  # a bad name fails before any work
-    runs = grid(strategies, options.seeds)
-    out = Path(options.output_dir).expanduser()
-    _prepare_output(out, options)
-
+    from freezetune.compare.report import write_report
     from freezetune.data import load_splits
 
+    strategies = parse_strategies(options.strategies)  # a bad name fails before any work
+    out = Path(options.output_dir).expanduser()
     splits = load_splits(options.data, options.text_column, options.label_column, SPLIT_SEED, options.validation_fraction)
+    _prepare_output(out, options)
+    lrs, selection = choose_learning_rates(strategies, options, splits, out)
+    runs = grid(strategies, options.seeds, lrs)
+    run_all(runs, splits, options, out)
+    by_strategy = sorted(runs, key=lambda run: strategies.index(run.strategy))  # the report's table order
+    results = [(run, _read_result(run.folder(out) / METRICS_FILE, splits)) for run in by_strategy]
+    write_report(out, options, splits, results, selection)
+    return out
+
+
+def run_all(runs: list[Run], splits, options: CompareOptions, out: Path, desc: str = "compare") -> None:
+    """Run the unfinished runs in order; each writes its metrics.json last and atomically, so an interrupted
+    run simply stays unfinished and `--resume` runs it again."""
     todo = [run for run in runs if not run.finished(out)]
-    # Each run writes its metrics.json last and atomically, so an interrupted run simply stays in `todo`.
-    with tqdm(total=len(runs), initial=len(runs) - len(todo), unit="run", desc="compare") as bar:
+    with tqdm(total=len(runs), initial=len(runs) - len(todo), unit="run", desc=desc) as bar:
         for run in todo:
             bar.set_postfix_str(run.name)
             execute(run, splits, options, out)
             bar.update()
-    by_strategy = sorted(runs, key=lambda run: strategies.index(run.strategy))  # the report's table order
-    results = [(run, _read_result(run.folder(out) / METRICS_FILE, splits)) for run in by_strategy]
-    write_report(out, options, splits, results)
-    return out
+
+
+def choose_learning_rates(strategies: list[StudyStrategy], options: CompareOptions, splits, out: Path):
+    """With `--lr-grid`: each strategy at each candidate lr on the first seed, the best by validation kept.
+
+    Returns {strategy: chosen lr} and, per strategy, the candidates' validation scores and the selection's cost
+    (training seconds of the candidates not kept: the chosen one is the first seed's run of the study).
+    """
+    if options.lr_grid is None:
+        return {}, {}
+    from freezetune.training.lr_search import best_by_validation
+
+    seed = options.seeds[0]
+    searched = [s for s in strategies if not s.is_baseline]
+    candidates = {s.name: _candidates(s, options.lr_grid) for s in searched}
+    run_all([Run(s, seed, lr) for s in searched for lr in candidates[s.name]], splits, options, out, desc="lr search")
+    lrs, selection = {}, {}
+    for strategy in searched:
+        trials = []
+        for lr in candidates[strategy.name]:
+            metrics = json.loads((Run(strategy, seed, lr).folder(out) / METRICS_FILE).read_text(encoding="utf-8"))
+            trials.append({"lr": lr, "validation": metrics["validation"], "train_seconds": metrics["train_seconds"]})
+        best = best_by_validation(trials, options.metric)
+        lrs[strategy.name] = best["lr"]
+        selection[strategy.name] = {
+            "chosen_lr": best["lr"], "seed": seed,
+            "candidates": {f"{t['lr']:g}": t["validation"][options.metric] for t in trials},
+            "extra_train_seconds": sum(t["train_seconds"] for t in trials if t is not best),
+        }
+        log.info("%s: lr %g chosen by validation %s", strategy.name, best["lr"], options.metric)
+    write_json_atomic(out / "lr_selection.json", selection)
+    return lrs, selection
+
+
+def _candidates(strategy: StudyStrategy, lr_grid: str) -> list[float]:
+    if lr_grid == "auto":
+        return list(strategy.lr_grid)
+    return [float(v) for v in lr_grid.split(",")]
 
 
 def _prepare_output(out: Path, options: CompareOptions) -> None:
-    """Refuse to mix studies: an existing folder needs --resume (same settings) or --overwrite."""
+    """Refuse to mix studies: an existing folder needs --resume (a study, same settings) or --overwrite."""
     record = out / OPTIONS_FILE
     if out.exists() and any(out.iterdir()):
         if options.resume:
-            previous = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+            if not record.is_file():
+                raise UserError(f"cannot --resume {out}: it holds no study ({OPTIONS_FILE} is missing); "
+                                "choose the study's folder or another --output-dir")
+            previous = json.loads(record.read_text(encoding="utf-8"))
             # An option missing from the record (a study from an older version) counts as changed.
-            changed = [k for k, v in options.run_defining().items() if previous and previous.get(k) != v]
+            changed = [k for k, v in options.run_defining().items() if previous.get(k) != v]
             if changed:
                 raise UserError(f"cannot --resume {out}: its runs used different {', '.join(changed)}; "
                                 "use the same options or another --output-dir")

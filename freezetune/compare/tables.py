@@ -23,7 +23,8 @@ def results_frame(results: list[tuple[Run, dict]]) -> pd.DataFrame:
             **{f"evaluation_f1[{name}]": c["f1"] for name, c in evaluation["per_class"].items()},
             **{column: metrics[column] for column in RUN_COLUMNS},
             "frozen_layers": run.strategy.frozen_layers,
-            "freeze_embeddings": run.strategy.freezing.freeze_embeddings if run.strategy.freezing else None,
+            "freeze_embeddings": run.strategy.freeze_embeddings,
+            "lr": metrics.get("lr"),
         }
         for epoch in metrics["epochs"]:
             rows.append({

@@ -5,6 +5,7 @@ imported below.
 """
 
 from . import freezing  # noqa: F401  (registers full, freezeN, emb, head, topN)
+from .freezing import HeadOnly
 from .base import (
     REGISTRY,
     Combination,
@@ -19,7 +20,7 @@ from .base import (
     valid_names,
 )
 
-__all__ = ["REGISTRY", "Combination", "Strategy", "TrainPlan", "frozen_prefix", "parameter_counts", "parse_strategy",
+__all__ = ["REGISTRY", "Combination", "HeadOnly", "Strategy", "TrainPlan", "frozen_prefix", "parameter_counts", "parse_strategy",
            "prepare", "register", "trainable_parameters", "valid_names", "legacy_spec"]
 
 

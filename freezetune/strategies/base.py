@@ -61,6 +61,8 @@ class Strategy:
     positional: ClassVar[str | None] = None
     """The option that `name:VALUE` (and a number glued to the name, `freeze6`) sets."""
     summary: ClassVar[str] = "every parameter trains"
+    lr_grid: ClassVar[tuple[float, ...]] = (2e-5, 5e-5, 1e-4)
+    """Learning rates `--lr auto` tries for this family (a linear probe or an adapter wants larger ones)."""
 
     def configure(self, model: nn.Module, plan: TrainPlan) -> None:
         for p in model.parameters():
@@ -161,6 +163,10 @@ class Combination(Strategy):
     def frozen_bottom(self):
         return max((p.frozen_bottom() for p in self.parts), default=0)
 
+    @property
+    def lr_grid(self) -> tuple[float, ...]:
+        return self._ordered()[0].lr_grid  # the method's family decides
+
     def spec(self) -> str:
         return "+".join(part.spec() for part in self.parts) or "full"
 
@@ -248,6 +254,11 @@ def _construct(cls: type[Strategy], options: str, whole: str) -> Strategy:
             accepted = ", ".join(fields) or "no options"
             raise UserError(f"strategy {whole!r}: {cls.name} does not take {item!r} (it takes {accepted})")
         values[key] = _coerce(fields[key], value.strip(), whole)
+    missing = [f.name for f in fields.values() if f.name not in values and _default(f) is dataclasses.MISSING]
+    if missing:
+        example = f"{cls.name}6" if _glued(cls) else f"{cls.name}:{missing[0]}=..."
+        raise UserError(f"strategy {whole!r}: {cls.name} needs {', '.join(missing)} (e.g. {example}); "
+                        f"valid names are {valid_names()}")
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:

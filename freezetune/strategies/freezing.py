@@ -35,7 +35,7 @@ def _check_layers(model: nn.Module, n: int, what: str) -> nn.ModuleList:
 class FreezeBottom(Strategy):
     """Freeze encoder layers 0..N-1 (the embeddings stay trainable unless `emb` is added)."""
 
-    layers: int = 0
+    layers: int
     stage = "restriction"
     positional = "layers"
     summary = "encoder layers 0..N-1 frozen; the embeddings still train (add +emb to freeze them)"
@@ -72,6 +72,7 @@ class HeadOnly(Strategy):
     """Only the classification head trains: a linear probe on frozen features."""
 
     summary = "only the classification head trains"
+    lr_grid = (1e-3, 3e-3, 1e-2)
 
     def configure(self, model, plan):
         for p in model.parameters():
@@ -85,7 +86,7 @@ class HeadOnly(Strategy):
 class TopLayers(Strategy):
     """Only the top N encoder layers and the head train."""
 
-    layers: int = 1
+    layers: int
     positional = "layers"
     summary = "only the top N encoder layers and the head train"
 

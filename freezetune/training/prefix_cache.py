@@ -4,6 +4,7 @@ So we compute the hidden states entering layer N once per example (in eval mode)
 later steps run only layers N.. and the head, and backprop stops at layer N. The price, unlike the
 reference notebook: no dropout inside the frozen layers (they always run in eval mode).
 
+How many layers are frozen is the strategy's business (`strategies.frozen_prefix`); this module only runs them.
 The trick is generic across BERT-like encoders: while training, the model's embeddings are swapped for
 a pass-through that returns the cached states (fed as `inputs_embeds`) and its layer list is cut to the
 layers that train. `top_only` undoes both, so the model is saved whole.
@@ -16,8 +17,8 @@ import contextlib
 import torch
 from torch import nn
 
-from .precision import autocast
-from .tuning import LAYER_PATHS, Strategy, encoder_layers
+from ..models.layers import encoder_layers, layer_stack
+from ..precision import autocast
 
 
 class _PassThroughEmbeddings(nn.Module):
@@ -27,32 +28,11 @@ class _PassThroughEmbeddings(nn.Module):
         return inputs_embeds
 
 
-def cached_layers(model: nn.Module, strategy: Strategy) -> int | None:
-    """How many bottom layers can be cached for this strategy, or None when the prefix still trains."""
-    if not strategy.freeze_embeddings:
-        return None  # trainable embeddings change the prefix's output every step
-    n_layers = len(encoder_layers(model))
-    return n_layers if strategy.frozen_layers is None else strategy.frozen_layers
-
-
-def _layer_owner(model: nn.Module) -> tuple[nn.Module, str]:
-    """The module holding the layer list, and its attribute name (e.g. `bert.encoder`, `layer`)."""
-    base = model.base_model
-    for path in LAYER_PATHS:
-        *parents, attr = path.split(".")
-        owner = base
-        for name in parents:
-            owner = getattr(owner, name, None)
-        if isinstance(getattr(owner, attr, None), nn.ModuleList):
-            return owner, attr
-    raise AssertionError("encoder_layers() found layers that _layer_owner cannot")  # same LAYER_PATHS
-
-
 @contextlib.contextmanager
 def _swapped(model: nn.Module, layers: nn.ModuleList, embeddings: bool):
     """Temporarily run only `layers`; with `embeddings`, also take `inputs_embeds` as the layer input."""
     base = model.base_model
-    owner, attr = _layer_owner(model)
+    owner, attr = layer_stack(model)
     saved = {"layers": getattr(owner, attr), "embeddings": base.embeddings,
              "project": getattr(base, "embeddings_project", None)}
     setattr(owner, attr, layers)

@@ -1,0 +1,307 @@
+"""Fine-tune one model with one tuning strategy: the path every transformer run takes.
+
+`train` reads as its phases: `prepare` (every check, the data, the model, the strategy), `fit` (the HF
+Trainer on the cheapest exact path the strategy allows), `evaluate` (final predictions with the whole
+model, as a user of the saved folder gets them) and `write` (an output folder that appears whole or not at
+all). The Trainer brings the loop, mixed precision and multi-device runs (`torchrun`, `accelerate launch`);
+what is ours is the data, the strategy, the exact shortcuts (prefix_cache, compact_embedding), the metrics
+and the best epoch kept in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, set_seed
+
+from ..config import TrainConfig
+from ..data import LABEL, TEXT, Splits, load_splits
+from ..errors import UserError
+from ..imbalance import class_weights, weighted_cross_entropy
+from ..inference import TorchClassifier
+from ..measure import peak_memory_mb
+from ..metrics import classification_report, summary_metrics
+from ..models import load_classifier, load_tokenizer
+from ..outputs import check_output_dir, staged_output_dir, write_json_atomic
+from ..precision import resolve_precision
+from ..results import RunResult
+from ..strategies import Strategy, TrainPlan, frozen_prefix, parameter_counts, parse_strategy, prepare as prepare_strategy
+from .compact_embedding import compact_word_embeddings
+from .prefix_cache import CachedPrefixDataset, collate_cached, encode_prefix, top_only
+
+METRICS_FILE, RUN_CONFIG_FILE, LOG_FILE = "metrics.json", "run_config.json", "train.log"
+log = logging.getLogger("freezetune")
+
+
+@dataclass
+class Run:
+    """Everything `prepare` sets up; the later phases read it."""
+
+    config: TrainConfig
+    splits: Splits
+    strategy: Strategy
+    tokenizer: object
+    model: torch.nn.Module
+    precision: str
+    train_features: list[dict]
+    validation_features: list[dict]
+    params: list[torch.nn.Parameter]
+    """The parameters the optimizer updates (those that train at some point of the run)."""
+    plan: TrainPlan
+    loss_weights: torch.Tensor | None
+    log_lines: list[str] = field(default_factory=list)
+
+    def say(self, message: str) -> None:
+        """A line for the user now and for train.log later."""
+        log.info(message)
+        self.log_lines.append(message)
+
+
+@dataclass
+class Fitted:
+    trainer: Trainer
+    cached_layers: int
+    train_seconds: float
+    peak_memory_mb: float
+    epochs: list[dict]
+
+
+def train(config: TrainConfig, splits: Splits | None = None) -> dict:
+    """Fine-tune `config.model` on `config.data` with `config.strategy`; write `config.output_dir`.
+
+    Returns the contents of metrics.json. `splits` may be passed to reuse data already loaded (compare does).
+    With `lr="auto"` the learning rate is chosen on validation first (see lr_search). Under torchrun or
+    accelerate every process trains; only the main one writes the output folder.
+    """
+    if config.lr == "auto":
+        from .lr_search import train_with_lr_search
+
+        return train_with_lr_search(config, splits)
+    run = prepare(config, splits)
+    fitted = fit(run)
+    result = evaluate(run, fitted)
+    if fitted.trainer.args.should_save:  # the main process (the only one without torchrun)
+        write(run, fitted, result)
+    return result.to_dict()
+
+
+# --- phase 1: prepare ----------------------------------------------------------------------------------------
+
+def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
+    """All checks and set-up before the slow work: output folder, data, tokenizer, model, strategy, features."""
+    check_output_dir(config.output_dir, config.overwrite)
+    device = _device_type()
+    precision = resolve_precision(config.precision, device)
+    if splits is None:
+        splits = load_splits(config.data, config.text_column, config.label_column, config.seed, config.validation_fraction)
+    strategy = parse_strategy(config.strategy)
+    set_seed(config.seed)  # before the model is built: the new head's initial weights depend on it
+    tokenizer = load_tokenizer(config.model)
+    model = load_classifier(config.model, splits.label_names)
+    train_features = tokenize_frame(tokenizer, splits.train, config.max_length)
+    plan = TrainPlan(epochs=config.epochs, steps_per_epoch=math.ceil(len(train_features) / config.batch_size))
+    params = prepare_strategy(strategy, model, plan)
+    run = Run(config, splits, strategy, tokenizer, model, precision, train_features,
+              tokenize_frame(tokenizer, splits.validation, config.max_length), params, plan,
+              class_weights(config.class_weights, splits.train[LABEL], len(splits.label_names)))
+    for note in splits.notes:
+        run.say(note)
+    run.say(f"data: train {len(splits.train)}, validation {len(splits.validation)}"
+            + (f", test {len(splits.test)}" if splits.test is not None else "") + f"; classes {splits.label_names}")
+    counts = parameter_counts(model, strategy)
+    run.say(f"model {config.model}, strategy {strategy.spec()}: {counts['trainable_params']:,} trainable of "
+            f"{counts['total_params']:,} parameters ({counts['trainable_params'] / counts['total_params']:.1%}); "
+            f"lr {config.lr:g}; precision {precision}")
+    if run.loss_weights is not None:
+        run.say("class weights (loss): " + ", ".join(f"{n} {w:.2f}" for n, w in zip(splits.label_names, run.loss_weights.tolist())))
+    return run
+
+
+def tokenize_frame(tokenizer, frame, max_length: int) -> list[dict]:
+    """Unpadded token ids per example: the collator pads each batch only to its own longest row."""
+    encoded = tokenizer(frame[TEXT].tolist(), truncation=True, max_length=max_length)
+    return [{**{key: values[i] for key, values in encoded.items()}, "labels": int(label)}
+            for i, label in enumerate(frame[LABEL])]
+
+
+# --- phase 2: fit --------------------------------------------------------------------------------------------
+
+def fit(run: Run) -> Fitted:
+    """Train with the Trainer on the cheapest exact path; on return the model is whole and holds the best epoch."""
+    config = run.config
+    best_epoch = BestEpochCallback(config.metric, config.early_stopping, run.params)
+    scratch = tempfile.mkdtemp(prefix="freezetune-trainer-")
+    try:
+        args = training_arguments(config, run.precision, scratch)
+        started = time.perf_counter()
+        with peak_memory_mb() as peak, contextlib.ExitStack() as fast_paths:
+            train_set, validation_set, collator = run.train_features, run.validation_features, DataCollatorWithPadding(run.tokenizer)
+            if config.compact_embeddings:
+                fast_paths.enter_context(compact_word_embeddings(run.model, run.train_features, args.weight_decay))
+            optimizer = _optimizer(run)  # after compaction (its parameter replaces the embedding's), before the cut
+            n_cached = frozen_prefix(run.model, run.strategy) if config.prefix_cache else 0
+            if n_cached:
+                run.say(f"embeddings and layers 0..{n_cached - 1} never train: computing their output once")
+                train_set, validation_set = (
+                    CachedPrefixDataset(f, encode_prefix(run.model, f, n_cached, config.eval_batch_size, run.precision))
+                    for f in (run.train_features, run.validation_features))
+                collator = collate_cached
+                fast_paths.enter_context(top_only(run.model, n_cached))
+            trainer = Trainer(
+                model=run.model, args=args, train_dataset=train_set, eval_dataset=validation_set,
+                processing_class=run.tokenizer, data_collator=collator, compute_metrics=_compute_metrics,
+                callbacks=[best_epoch, *run.strategy.callbacks(run.model, run.plan)], optimizers=(optimizer, None),
+                compute_loss_func=None if run.loss_weights is None else weighted_cross_entropy(run.loss_weights),
+            )
+            trainer.train()
+            best_epoch.restore_best()
+        seconds = time.perf_counter() - started
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return Fitted(trainer, n_cached, seconds, peak[0], _epoch_rows(trainer.state.log_history))
+
+
+def _optimizer(run: Run) -> torch.optim.Optimizer:
+    """AdamW over the strategy's parameter groups (one group at lr unless it sets learning rates per layer)."""
+    from ..strategies import trainable_parameters
+
+    params = trainable_parameters(run.model, run.strategy)  # again: compaction may have replaced one
+    run.params[:] = params
+    groups = run.strategy.parameter_groups(run.model, params, run.config.lr) or [{"params": params, "lr": run.config.lr}]
+    # weight_decay 0, the Trainer's default, stated: compact_word_embeddings relies on it.
+    return torch.optim.AdamW(groups, lr=run.config.lr, weight_decay=0.0)
+
+
+class BestEpochCallback(TrainerCallback):
+    """Keeps the best epoch's weights in memory and stops after `patience` epochs without improvement.
+
+    Only the optimized parameters change, so they are all we copy: cheaper than the Trainer's checkpoint
+    files, and it works while the model is cut down to its trainable top (see prefix_cache).
+    """
+
+    def __init__(self, metric: str, patience: int | None, params: list[torch.nn.Parameter]):
+        self.metric, self.patience, self.params = metric, patience, params
+        self.best_score, self.snapshot, self.stale = None, [], 0
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        score = metrics[f"eval_{self.metric}"]
+        if self.best_score is None or score > self.best_score:
+            self.best_score, self.stale = score, 0
+            self.snapshot = [p.detach().clone() for p in self.params]
+        else:
+            self.stale += 1
+            control.should_training_stop = bool(self.patience and self.stale >= self.patience)
+
+    @torch.no_grad()
+    def restore_best(self) -> None:
+        for param, saved in zip(self.params, self.snapshot):
+            param.copy_(saved)
+
+
+def training_arguments(config: TrainConfig, precision: str, scratch_dir: str) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=scratch_dir,  # nothing is saved there: save_strategy="no"
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        learning_rate=config.lr,
+        seed=config.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=_device_type() == "cpu",  # the Trainer allows bf16 without a GPU only when told it is on the CPU
+        eval_strategy="epoch",
+        logging_strategy="epoch",  # so each logged train loss is that epoch's mean
+        save_strategy="no",  # BestEpochCallback keeps the best weights in memory instead
+        # Batches of similar length waste less compute on padding (shuffled within mega-batches).
+        train_sampling_strategy="group_by_length" if config.length_grouping else "random",
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # Our examples hold exactly what the model takes (cached ones: `inputs_embeds`, which a model's
+        # forward signature may only accept through **kwargs, so the Trainer would drop it).
+        remove_unused_columns=False,
+        report_to=[],
+        disable_tqdm=not log.isEnabledFor(logging.INFO),
+    )
+
+
+def _compute_metrics(eval_pred):
+    logits, labels = eval_pred
+    return summary_metrics(labels, np.asarray(logits).argmax(axis=-1))
+
+
+def _epoch_rows(log_history: list[dict]) -> list[dict]:
+    """One row per epoch from the Trainer's log: its epoch-level train loss and evaluation metrics."""
+    rows: dict[int, dict] = {}
+    for entry in log_history:
+        if "epoch" not in entry:
+            continue
+        epoch = int(math.ceil(entry["epoch"] - 1e-6))
+        row = rows.setdefault(epoch, {"epoch": epoch, "train_loss": None})
+        if "loss" in entry:
+            row["train_loss"] = entry["loss"]
+        if "eval_loss" in entry:
+            row.update(eval_loss=entry["eval_loss"], **{m: entry[f"eval_{m}"] for m in ("accuracy", "macro_f1", "weighted_f1")})
+    return [row for _, row in sorted(rows.items()) if "eval_loss" in row]
+
+
+def _device_type() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# --- phase 3: evaluate ---------------------------------------------------------------------------------------
+
+def evaluate(run: Run, fitted: Fitted) -> RunResult:
+    """The best epoch's report on validation and on the evaluation split, predicted by the finished model."""
+    config, splits = run.config, run.splits
+    best = max(fitted.epochs, key=lambda row: row[config.metric])
+    for row in fitted.epochs:
+        run.say(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, validation loss {row['eval_loss']:.4f}, "
+                f"accuracy {row['accuracy']:.4f}, macro-F1 {row['macro_f1']:.4f}" + ("  <- best" if row is best else ""))
+    counts = parameter_counts(run.model, run.strategy)  # before finalize: LoRA's adapters are gone after
+    run.model = run.strategy.finalize(run.model)  # predictions come from the model as it will be saved
+    # Not `trainer.predict`: with length grouping the Trainer also shuffles evaluation batches.
+    classifier = TorchClassifier(run.model, run.tokenizer, config.eval_batch_size, config.max_length, run.precision)
+    evaluation_name, evaluation_frame = splits.evaluation_split
+    validation_preds = classifier.probabilities(splits.validation[TEXT].tolist()).argmax(axis=-1)
+    evaluation_preds = validation_preds if evaluation_name == "validation" else \
+        classifier.probabilities(evaluation_frame[TEXT].tolist()).argmax(axis=-1)
+    result = RunResult(
+        epochs=fitted.epochs, best_epoch=best["epoch"], selection_metric=config.metric, label_names=splits.label_names,
+        validation=classification_report(splits.validation[LABEL], validation_preds, splits.label_names),
+        evaluation_split=evaluation_name,
+        evaluation=classification_report(evaluation_frame[LABEL], evaluation_preds, splits.label_names),
+        evaluation_predictions=evaluation_preds.tolist(), strategy=run.strategy.spec(), **counts,
+        train_seconds=fitted.train_seconds,
+        train_samples_per_second=len(run.train_features) * len(fitted.epochs) / fitted.train_seconds,
+        peak_memory_mb=fitted.peak_memory_mb, data_notes=splits.notes, lr=config.lr,
+        cached_layers=fitted.cached_layers, precision=run.precision,
+        class_weights=None if run.loss_weights is None else run.loss_weights.tolist(),
+    )
+    run.say(f"best epoch {best['epoch']} by validation {config.metric}; {evaluation_name}: "
+            f"accuracy {result.evaluation['accuracy']:.4f}, macro-F1 {result.evaluation['macro_f1']:.4f}; "
+            f"trained in {fitted.train_seconds:.1f}s")
+    return result
+
+
+# --- phase 4: write ------------------------------------------------------------------------------------------
+
+def write(run: Run, fitted: Fitted, result: RunResult) -> None:
+    """The model (HF format), metrics.json, run_config.json and train.log, appearing together or not at all."""
+    config = run.config
+    with staged_output_dir(config.output_dir, config.overwrite) as stage:
+        run.model.save_pretrained(str(stage))
+        run.tokenizer.save_pretrained(str(stage))
+        run.strategy.save_extras(run.model, stage, config.keep_adapter)
+        write_json_atomic(stage / METRICS_FILE, result.to_dict())
+        write_json_atomic(stage / RUN_CONFIG_FILE, config.to_dict())
+        history = [json.dumps(entry) for entry in fitted.trainer.state.log_history]
+        (stage / LOG_FILE).write_text("\n".join(run.log_lines + ["", "trainer log history:", *history]) + "\n", encoding="utf-8")
+    run.say(f"wrote {config.output_dir}")
