@@ -127,6 +127,8 @@ def test_lora_trains_only_adapters_and_head_then_merges_into_a_plain_model(kind)
     before = train_by_hand(model, strategy, TrainPlan(epochs=1, steps_per_epoch=3))
     moved = changed(model, before)
     assert moved == {n for n in before if re.search(r"\.lora_[AB]\.|\.modules_to_save\.", n)}
+    head = {n for n in original if not in_encoder(model, n)}
+    assert {n.replace(".modules_to_save.default", "") for n in moved if ".modules_to_save." in n} == head
     assert adapted(moved) == ({"q_lin", "v_lin"} if kind == "distilbert" else {"query", "value"})
     assert {layer_of(n) for n in moved if ".lora_" in n} == {0, 1, 2}
 
@@ -143,6 +145,7 @@ def test_lora_trains_only_adapters_and_head_then_merges_into_a_plain_model(kind)
     untouched = [k for k in original
                  if in_encoder(model, k) and not re.search(r"\.(query|value|q_lin|v_lin)\.weight$", k)]
     assert all(torch.equal(merged_state[k], original[k]) for k in untouched)
+    assert not any(torch.equal(merged_state[k], original[k]) for k in head)  # the trained head was kept
 
 
 def test_lora_parameter_count_follows_the_formula():
