@@ -4,7 +4,12 @@ Importing this package registers every strategy; a new one is a module here with
 imported below.
 """
 
+# Registry order is the canonical order of a combination's parts (`freeze6+emb+gradual`): keep gradual last,
+# so its restriction runs after the others (see schedules.GradualUnfreezing).
 from . import freezing  # noqa: F401  (registers full, freezeN, emb, head, topN)
+from . import bitfit  # noqa: F401  (registers bitfit)
+from . import lora  # noqa: F401  (registers lora)
+from . import schedules  # noqa: F401  (registers llrd, gradual)
 from .freezing import HeadOnly
 from .base import (
     REGISTRY,

@@ -134,9 +134,9 @@ class Combination(Strategy):
 
     def configure(self, model, plan):
         plan = dataclasses.replace(plan, frozen_bottom=max((p.frozen_bottom() for p in self.parts), default=0))
-        for part in self._ordered():
-            part.configure(model, plan)
-        for part in self._ordered():
+        method, *restrictions = self._ordered()  # only the method configures: a restriction's default would undo it
+        method.configure(model, plan)
+        for part in restrictions:
             part.restrict(model, plan)
 
     def later_trainable(self, model):

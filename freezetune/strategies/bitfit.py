@@ -1,0 +1,39 @@
+"""BitFit (Ben Zaken et al., 2022): only the bias terms train, here with the LayerNorm parameters and the head.
+
+Biases and LayerNorms are a tiny share of an encoder (about 0.1% of BERT-base) yet move its features enough for
+many classification tasks. Parameters are picked by module, not by name, so every encoder family's own
+spelling (`LayerNorm`, `sa_layer_norm`, ...) is covered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..models.layers import head_parameters
+from .base import Strategy, TrainPlan, register
+
+
+def bias_and_norm_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Every `bias` parameter of any module, and every parameter of a LayerNorm."""
+    found = []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if name == "bias" or isinstance(module, nn.LayerNorm):
+                found.append(p)
+    return found
+
+
+@register("bitfit")
+@dataclass
+class BitFit(Strategy):
+    """Only biases, LayerNorm parameters and the classification head train."""
+
+    summary = "only biases, LayerNorm parameters and the head train"
+
+    def configure(self, model: nn.Module, plan: TrainPlan) -> None:
+        for p in model.parameters():
+            p.requires_grad = False
+        for p in bias_and_norm_parameters(model) + head_parameters(model):
+            p.requires_grad = True
