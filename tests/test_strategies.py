@@ -25,7 +25,7 @@ from transformers import (
 )
 
 from freezetune import UserError
-from freezetune.compact_embedding import CompactEmbedding
+from freezetune.training.compact_embedding import CompactEmbedding
 from freezetune.models.layers import embedding_modules, encoder_layers
 from freezetune.strategies import (
     TrainPlan,

@@ -124,3 +124,35 @@ def test_freeze_beyond_the_layers_is_refused(tiny_bert, tiny_csv_dir, tmp_path):
     with pytest.raises(UserError, match="more than the model's 2 encoder layers"):
         train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", strategy="freeze5"))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("strategy, cached", [("bitfit", 0), ("freeze1+lora", 1), ("llrd:0.8", 0), ("gradual", 1), ("top1", 1)])
+def test_every_strategy_trains_end_to_end(tiny_bert, tiny_csv_dir, tmp_path, strategy, cached):
+    """Through `train`: the strategy's parameters move, the prefix cache covers what never trains, and the
+    saved folder is a plain transformers model whose predictions are the recorded ones."""
+    from transformers import pipeline
+
+    out = tmp_path / "out"
+    metrics = train(tiny_config(tiny_bert, tiny_csv_dir, out, strategy=strategy, epochs=2, keep_adapter=True))
+    assert metrics["strategy"] == strategy and metrics["cached_layers"] == cached
+    assert 0 < metrics["trainable_params"] < metrics["total_params"] or strategy.startswith("llrd")
+    before = load_file(tiny_bert / "model.safetensors")
+    after = {k.removeprefix("bert."): v for k, v in load_file(out / "model.safetensors").items()}
+    assert set(before) - {"pooler.dense.weight", "pooler.dense.bias"} <= set(after)  # no adapter keys, same names
+    assert (out / "adapter" / "adapter_config.json").is_file() == ("lora" in strategy)
+    test = pd.read_csv(tiny_csv_dir / "test.csv")
+    labels = [row["label"] for row in pipeline("text-classification", model=str(out))(test["sentence"].tolist())]
+    names = metrics["label_names"]
+    assert labels == [names[i] for i in metrics["evaluation_predictions"]]
+
+
+def test_lr_auto_keeps_the_best_candidate_by_validation(tiny_bert, tiny_csv_dir, tmp_path, monkeypatch):
+    from freezetune.strategies import HeadOnly
+
+    monkeypatch.setattr(HeadOnly, "lr_grid", (1e-4, 5e-2))
+    out = tmp_path / "out"
+    metrics = train(tiny_config(tiny_bert, tiny_csv_dir, out, strategy="head", lr="auto", epochs=2))
+    trials = {t["lr"]: t["validation_accuracy"] for t in metrics["lr_search"]}
+    assert set(trials) == {1e-4, 5e-2} and metrics["lr"] == max(trials, key=trials.get)
+    assert json.loads((out / "metrics.json").read_text())["lr_search"] == metrics["lr_search"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the other candidate is gone

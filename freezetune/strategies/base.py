@@ -59,7 +59,8 @@ class Strategy:
     name: ClassVar[str] = "full"
     stage: ClassVar[Literal["method", "restriction"]] = "method"
     positional: ClassVar[str | None] = None
-    """The option that `name:VALUE` (and a number glued to the name, `freeze6`) sets."""
+    """The option that `name:VALUE` sets (and, with `glue_positional`, a number glued to the name: `freeze6`)."""
+    glue_positional: ClassVar[bool] = False
     summary: ClassVar[str] = "every parameter trains"
     lr_grid: ClassVar[tuple[float, ...]] = (2e-5, 5e-5, 1e-4)
     """Learning rates `--lr auto` tries for this family (a linear probe or an adapter wants larger ones)."""
@@ -289,11 +290,8 @@ def _default(f: dataclasses.Field):
 
 
 def _glued(cls: type[Strategy]) -> bool:
-    """`freeze6`, `top4`: a strategy whose positional option is an int is written glued to its name."""
-    if cls.positional is None:
-        return False
-    f = next(f for f in dataclasses.fields(cls) if f.name == cls.positional)
-    return f.type in (int, "int")
+    """`freeze6`, `top4`: a strategy whose name reads with a count is written with the count glued to it."""
+    return cls.glue_positional
 
 
 def _format(value) -> str:

@@ -31,6 +31,7 @@ class BitFit(Strategy):
     """Only biases, LayerNorm parameters and the classification head train."""
 
     summary = "only biases, LayerNorm parameters and the head train"
+    lr_grid = (3e-4, 1e-3, 3e-3)  # few parameters move: they want larger steps than full fine-tuning
 
     def configure(self, model: nn.Module, plan: TrainPlan) -> None:
         for p in model.parameters():

@@ -38,6 +38,7 @@ class FreezeBottom(Strategy):
     layers: int
     stage = "restriction"
     positional = "layers"
+    glue_positional = True
     summary = "encoder layers 0..N-1 frozen; the embeddings still train (add +emb to freeze them)"
 
     def __post_init__(self):
@@ -88,6 +89,7 @@ class TopLayers(Strategy):
 
     layers: int
     positional = "layers"
+    glue_positional = True
     summary = "only the top N encoder layers and the head train"
 
     def __post_init__(self):

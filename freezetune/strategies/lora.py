@@ -44,6 +44,7 @@ class LoRA(Strategy):
     dropout: float = 0.1
     targets: str = "auto"
     summary = "low-rank adapters on the attention query and value (targets=a/b), plus the head, train"
+    lr_grid = (3e-4, 1e-3, 3e-3)  # few parameters move: they want larger steps than full fine-tuning
 
     def __post_init__(self):
         if self.r < 1:

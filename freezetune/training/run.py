@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -59,6 +60,7 @@ class Run:
     plan: TrainPlan
     loss_weights: torch.Tensor | None
     log_lines: list[str] = field(default_factory=list)
+    scratch: Path | None = None
 
     def say(self, message: str) -> None:
         """A line for the user now and for train.log later."""
@@ -87,10 +89,13 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
 
         return train_with_lr_search(config, splits)
     run = prepare(config, splits)
-    fitted = fit(run)
-    result = evaluate(run, fitted)
-    if fitted.trainer.args.should_save:  # the main process (the only one without torchrun)
-        write(run, fitted, result)
+    # Scratch space for the Trainer (which saves nothing there) and a strategy's extra files, gone at the end.
+    with tempfile.TemporaryDirectory(prefix="freezetune-trainer-") as scratch:
+        run.scratch = Path(scratch)
+        fitted = fit(run)
+        result = evaluate(run, fitted)
+        if fitted.trainer.args.should_save:  # the main process (the only one without torchrun)
+            write(run, fitted, result)
     return result.to_dict()
 
 
@@ -139,34 +144,30 @@ def fit(run: Run) -> Fitted:
     """Train with the Trainer on the cheapest exact path; on return the model is whole and holds the best epoch."""
     config = run.config
     best_epoch = BestEpochCallback(config.metric, config.early_stopping, run.params)
-    scratch = tempfile.mkdtemp(prefix="freezetune-trainer-")
-    try:
-        args = training_arguments(config, run.precision, scratch)
-        started = time.perf_counter()
-        with peak_memory_mb() as peak, contextlib.ExitStack() as fast_paths:
-            train_set, validation_set, collator = run.train_features, run.validation_features, DataCollatorWithPadding(run.tokenizer)
-            if config.compact_embeddings:
-                fast_paths.enter_context(compact_word_embeddings(run.model, run.train_features, args.weight_decay))
-            optimizer = _optimizer(run)  # after compaction (its parameter replaces the embedding's), before the cut
-            n_cached = frozen_prefix(run.model, run.strategy) if config.prefix_cache else 0
-            if n_cached:
-                run.say(f"embeddings and layers 0..{n_cached - 1} never train: computing their output once")
-                train_set, validation_set = (
-                    CachedPrefixDataset(f, encode_prefix(run.model, f, n_cached, config.eval_batch_size, run.precision))
-                    for f in (run.train_features, run.validation_features))
-                collator = collate_cached
-                fast_paths.enter_context(top_only(run.model, n_cached))
-            trainer = Trainer(
-                model=run.model, args=args, train_dataset=train_set, eval_dataset=validation_set,
-                processing_class=run.tokenizer, data_collator=collator, compute_metrics=_compute_metrics,
-                callbacks=[best_epoch, *run.strategy.callbacks(run.model, run.plan)], optimizers=(optimizer, None),
-                compute_loss_func=None if run.loss_weights is None else weighted_cross_entropy(run.loss_weights),
-            )
-            trainer.train()
-            best_epoch.restore_best()
-        seconds = time.perf_counter() - started
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    args = training_arguments(config, run.precision, str(run.scratch / "trainer"))
+    started = time.perf_counter()
+    with peak_memory_mb() as peak, contextlib.ExitStack() as fast_paths:
+        train_set, validation_set, collator = run.train_features, run.validation_features, DataCollatorWithPadding(run.tokenizer)
+        if config.compact_embeddings:
+            fast_paths.enter_context(compact_word_embeddings(run.model, run.train_features, args.weight_decay))
+        optimizer = _optimizer(run)  # after compaction (its parameter replaces the embedding's), before the cut
+        n_cached = frozen_prefix(run.model, run.strategy) if config.prefix_cache else 0
+        if n_cached:
+            run.say(f"embeddings and layers 0..{n_cached - 1} never train: computing their output once")
+            train_set, validation_set = (
+                CachedPrefixDataset(f, encode_prefix(run.model, f, n_cached, config.eval_batch_size, run.precision))
+                for f in (run.train_features, run.validation_features))
+            collator = collate_cached
+            fast_paths.enter_context(top_only(run.model, n_cached))
+        trainer = Trainer(
+            model=run.model, args=args, train_dataset=train_set, eval_dataset=validation_set,
+            processing_class=run.tokenizer, data_collator=collator, compute_metrics=_compute_metrics,
+            callbacks=[best_epoch, *run.strategy.callbacks(run.model, run.plan)], optimizers=(optimizer, None),
+            compute_loss_func=None if run.loss_weights is None else weighted_cross_entropy(run.loss_weights),
+        )
+        trainer.train()
+        best_epoch.restore_best()
+    seconds = time.perf_counter() - started
     return Fitted(trainer, n_cached, seconds, peak[0], _epoch_rows(trainer.state.log_history))
 
 
@@ -266,6 +267,7 @@ def evaluate(run: Run, fitted: Fitted) -> RunResult:
         run.say(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, validation loss {row['eval_loss']:.4f}, "
                 f"accuracy {row['accuracy']:.4f}, macro-F1 {row['macro_f1']:.4f}" + ("  <- best" if row is best else ""))
     counts = parameter_counts(run.model, run.strategy)  # before finalize: LoRA's adapters are gone after
+    run.strategy.save_extras(run.model, run.scratch / "extras", config.keep_adapter)  # e.g. the adapter, unmerged
     run.model = run.strategy.finalize(run.model)  # predictions come from the model as it will be saved
     # Not `trainer.predict`: with length grouping the Trainer also shuffles evaluation batches.
     classifier = TorchClassifier(run.model, run.tokenizer, config.eval_batch_size, config.max_length, run.precision)
@@ -299,7 +301,9 @@ def write(run: Run, fitted: Fitted, result: RunResult) -> None:
     with staged_output_dir(config.output_dir, config.overwrite) as stage:
         run.model.save_pretrained(str(stage))
         run.tokenizer.save_pretrained(str(stage))
-        run.strategy.save_extras(run.model, stage, config.keep_adapter)
+        if (run.scratch / "extras").is_dir():
+            for item in (run.scratch / "extras").iterdir():
+                shutil.move(str(item), str(stage / item.name))
         write_json_atomic(stage / METRICS_FILE, result.to_dict())
         write_json_atomic(stage / RUN_CONFIG_FILE, config.to_dict())
         history = [json.dumps(entry) for entry in fitted.trainer.state.log_history]
