@@ -13,6 +13,7 @@ from pathlib import Path
 from .compare import add_compare_arguments, compare_from_args
 from .config import CLASS_WEIGHTS, DEFAULT_DATA, DEFAULT_MODEL, PRECISIONS, TrainConfig
 from .errors import UserError
+from .models import INITS
 
 EXIT_USAGE = 2
 PRECISION_HELP = "matmul precision: auto (bf16 where the CPU/GPU runs it natively, else fp32), fp32, bf16, fp16 (GPU)"
@@ -48,6 +49,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run frozen bottom layers every step, with dropout, as the notebook does")
     parser.add_argument("--no-compact-embeddings", dest="compact_embeddings", action="store_false",
                         help="update the whole word-embedding matrix every step, not only the rows the data uses")
+    parser.add_argument("--init", choices=INITS, default="pretrained",
+                        help="random: the model's architecture with random weights, not pretrained (e.g. bert-base-chinese offline)")
     parser.add_argument("--validation-fraction", type=float, default=0.1,
                         help="share of train held out when the data has no validation split")
     parser.add_argument("--output-dir", required=True)
@@ -63,6 +66,7 @@ def _train_config(args) -> TrainConfig:
         early_stopping=args.early_stopping,
         validation_fraction=args.validation_fraction, precision=args.precision, length_grouping=args.length_grouping,
         prefix_cache=args.prefix_cache, compact_embeddings=args.compact_embeddings, overwrite=args.overwrite,
+        init=args.init,
     )
 
 
@@ -71,7 +75,8 @@ def cmd_train(args) -> None:
     from .training import train
 
     metrics = train(_train_config(args))
-    print(f"\n{metrics['evaluation_split']} report (best epoch {metrics['best_epoch']}):")
+    random_init = " - RANDOM INIT, not pretrained" if metrics["init"] == "random" else ""
+    print(f"\n{metrics['evaluation_split']} report (best epoch {metrics['best_epoch']}){random_init}:")
     print(format_report(metrics["evaluation"], metrics["label_names"]))
 
 
@@ -88,6 +93,9 @@ def cmd_tokenize(args) -> None:
     tokenizer = load_tokenizer(args.model)
     inputs = (args.text[0], args.text[1]) if args.pair else (args.text,)
     encoded = tokenizer(*inputs, padding=args.padding, truncation=True, max_length=args.max_length)
+    if args.dict:  # exactly what the notebook's `print(tokenizer(...))` shows
+        print(dict(encoded))
+        return
     rows = [dict(encoded)] if args.pair else [{k: v[i] for k, v in encoded.items()} for i in range(len(args.text))]
     for row in rows:
         row["tokens"] = tokenizer.convert_ids_to_tokens(row["input_ids"])
@@ -209,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--padding", choices=["longest", "max_length"], default="longest")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--dict", action="store_true", help="print one Python dict of ids, as the notebook's print(tokenizer(...))")
     p.set_defaults(func=cmd_tokenize)
 
     p = commands.add_parser("train", help="fine-tune a model with one tuning strategy")

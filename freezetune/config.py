@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 # The offline defaults: both ship inside PyPI packages (see README, "Offline default").
 DEFAULT_MODEL = "builtin:multilingual-e5-small"
@@ -54,6 +55,9 @@ class TrainConfig:
     compact_embeddings: bool = True
     """Train only the word-embedding rows the training data uses (exact: weight decay is 0)."""
     overwrite: bool = False
+    init: Literal["pretrained", "random"] = dataclasses.field(default="pretrained", metadata={"help": (
+        "pretrained: start from the model's trained weights; random: its architecture with random weights "
+        "(e.g. bert-base-chinese offline). Results of a random-init run say so (metrics.json key `init`).")})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -28,7 +28,7 @@ from .imbalance import class_weights, weighted_cross_entropy
 from .inference import TorchClassifier
 from .measure import peak_memory_mb
 from .metrics import SELECTION_METRICS, classification_report, summary_metrics
-from .models import load_classifier, load_tokenizer
+from .models import check_init, describe_model, load_classifier, load_tokenizer
 from .outputs import check_output_dir, staged_output_dir, write_json_atomic
 from .precision import resolve_precision
 from .prefix_cache import CachedPrefixDataset, cached_layers, collate_cached, encode_prefix, top_only
@@ -62,6 +62,7 @@ def validate_config(config: TrainConfig) -> None:
     resolve_precision(config.precision, _device_type())
     if config.class_weights not in CLASS_WEIGHTS:
         raise UserError(f"--class-weights {config.class_weights!r} is not valid: use one of {', '.join(CLASS_WEIGHTS)}")
+    check_init(config.init)
 
 
 def tokenize_frame(tokenizer, frame, max_length: int) -> list[dict]:
@@ -197,9 +198,9 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
     precision = resolve_precision(config.precision, _device_type())
     set_seed(config.seed)  # before the model is built: the new head's initial weights depend on it
     tokenizer = load_tokenizer(config.model)
-    model = load_classifier(config.model, splits.label_names)
+    model = load_classifier(config.model, splits.label_names, init=config.init)
     counts = apply_strategy(model, strategy)
-    log(f"model {config.model}, strategy {strategy.name}: {counts['trainable_params']:,} trainable of "
+    log(f"model {describe_model(config.model, config.init)}, strategy {strategy.name}: {counts['trainable_params']:,} trainable of "
         f"{counts['total_params']:,} parameters ({counts['trainable_params'] / counts['total_params']:.1%}); "
         f"precision {precision}")
 
@@ -243,6 +244,7 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
         "evaluation": classification_report(evaluation_frame[LABEL], evaluation_preds, splits.label_names),
         "evaluation_predictions": evaluation_preds.tolist(),
         "strategy": strategy.name,
+        "init": config.init,
         **counts,
         "cached_layers": n_cached,
         "precision": precision,
@@ -252,7 +254,7 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
         "peak_memory_mb": peak[0],
         "data_notes": splits.notes,
     }
-    log(f"best epoch {best['epoch']} by validation {config.metric}; {evaluation_name}: "
+    log(f"{describe_model(config.model, config.init)}: best epoch {best['epoch']} by validation {config.metric}; {evaluation_name}: "
         f"accuracy {metrics['evaluation']['accuracy']:.4f}, macro-F1 {metrics['evaluation']['macro_f1']:.4f}; "
         f"trained in {train_seconds:.1f}s")
     if args.should_save:  # the main process (the only one without torchrun)
