@@ -69,7 +69,8 @@ def cmd_train(args) -> None:
 
     config = parse_dataclass(TrainConfig, args.rest, "freezetune train", "fine-tune a model with one tuning strategy")
     metrics = train(config)
-    print(f"\n{metrics['evaluation_split']} report (best epoch {metrics['best_epoch']}):")
+    random_init = " - RANDOM INIT, not pretrained" if metrics["init"] == "random" else ""
+    print(f"\n{metrics['evaluation_split']} report (best epoch {metrics['best_epoch']}){random_init}:")
     print(format_report(metrics["evaluation"], metrics["label_names"]))
 
 
@@ -95,6 +96,9 @@ def cmd_tokenize(args) -> None:
     tokenizer = load_tokenizer(args.model)
     inputs = (args.text[0], args.text[1]) if args.pair else (args.text,)
     encoded = tokenizer(*inputs, padding=args.padding, truncation=True, max_length=args.max_length)
+    if args.dict:  # exactly what the notebook's `print(tokenizer(...))` shows
+        print(dict(encoded))
+        return
     rows = [dict(encoded)] if args.pair else [{k: v[i] for k, v in encoded.items()} for i in range(len(args.text))]
     for row in rows:
         row["tokens"] = tokenizer.convert_ids_to_tokens(row["input_ids"])
@@ -216,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--padding", choices=["longest", "max_length"], default="longest")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--dict", action="store_true", help="print one Python dict of ids, as the notebook's print(tokenizer(...))")
     p.set_defaults(func=cmd_tokenize)
 
     # train and compare parse their own flags, generated from their config dataclasses (see parse_dataclass),

@@ -26,6 +26,7 @@ PRECISIONS: tuple[str, ...] = Precision.__args__
 SelectionMetric = Literal["accuracy", "macro_f1"]
 ClassWeights = Literal["none", "balanced"]
 CLASS_WEIGHTS: tuple[str, ...] = ClassWeights.__args__
+Init = Literal["pretrained", "random"]
 
 
 def option(default, help: str, **metadata):
@@ -43,6 +44,8 @@ class TrainOptions:
                         f"{DEFAULT_MODEL} (the offline default)")
     data: str = option(DEFAULT_DATA, "modelscope:OWNER/NAME, hf:OWNER/NAME, a .csv/.tsv/.jsonl/.json/.parquet file, "
                        "a folder of train/validation/test files, or builtin:NAME")
+    init: Init = option("pretrained", "random: the model's architecture with random weights, not its pretrained ones "
+                        "(e.g. bert-base-chinese offline, for timing and pipeline checks); every output says so")
     text_column: str = option("sentence", "column holding the texts")
     label_column: str = option("label", "column holding the labels")
     epochs: int = option(3, "training epochs")
@@ -77,6 +80,7 @@ class TrainOptions:
         _one_of(self, "metric", SelectionMetric)
         _one_of(self, "class_weights", ClassWeights)
         _one_of(self, "precision", Precision)
+        _one_of(self, "init", Init)
 
     def shared(self) -> dict:
         """The values of the `TrainOptions` fields (what a study passes to each of its runs)."""

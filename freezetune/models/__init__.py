@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Literal, get_args
 
 from ..errors import UserError
+from . import bert_base_chinese
 
 BUILTIN_PREFIX = "builtin:"
+Init = Literal["pretrained", "random"]
+"""`pretrained`: the model's trained weights; `random`: its architecture (config) with freshly initialised weights."""
+INITS: tuple[str, ...] = get_args(Init)
 
 
 def resolve_model(name: str) -> str:
@@ -34,6 +40,8 @@ def _load(loader, name: str, **kwargs):
         if Path(source).exists():
             raise UserError(f"cannot load model from {source} ({type(exc).__name__}: {_first_line(exc)}): "
                             "it must be a Hugging Face model folder (config.json, weights, tokenizer)") from exc
+        if bert_base_chinese.is_bert_base_chinese(name):  # only its weights can be missing: the rest ships with us
+            raise bert_base_chinese.weights_unavailable(name) from exc
         raise UserError(
             f"cannot load model '{name}': it is not a local folder and the Hugging Face hub is unreachable "
             "or has no such model; pass a downloaded model folder with --model PATH "
@@ -45,23 +53,70 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else ""
 
 
+def _hub_or_shipped(loader, name: str, shipped, what: str, **kwargs):
+    """bert-base-chinese's files from the hub where they can be had, else the copy freezetune ships.
+
+    The HF cache is tried first (`local_files_only`), so a cached model never waits on the network; then the
+    hub (with HF_HUB_OFFLINE=1 that fails at once). Both give the hub's files unchanged.
+    """
+    for local_only in (True, False):
+        try:
+            return loader(name, local_files_only=local_only, **kwargs)
+        except OSError:  # not cached / hub unreachable
+            continue
+    print(f"[freezetune] {name}: not in the HF cache and the hub cannot be reached; using the {what} shipped with "
+          "freezetune (the same as the hub's)", file=sys.stderr, flush=True)
+    return shipped(**kwargs)
+
+
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
+    if bert_base_chinese.is_bert_base_chinese(name):
+        return _hub_or_shipped(AutoTokenizer.from_pretrained, name, bert_base_chinese.shipped_tokenizer, "vocabulary")
     return _load(AutoTokenizer.from_pretrained, name)
 
 
-def load_classifier(name: str, label_names: list[str] | None = None):
-    """A sequence classifier; with `label_names` a fresh head of that many classes is attached."""
+def load_config(name: str, **kwargs):
+    """A model's config (its architecture) without its weights; `kwargs` override fields (e.g. `num_labels`)."""
+    from transformers import AutoConfig
+
+    if bert_base_chinese.is_bert_base_chinese(name):
+        return _hub_or_shipped(AutoConfig.from_pretrained, name, bert_base_chinese.architecture_config,
+                               "architecture", **kwargs)
+    return _load(AutoConfig.from_pretrained, name, **kwargs)
+
+
+def check_init(init: str) -> None:
+    if init not in INITS:
+        raise UserError(f"--init {init!r} is not valid: use one of {', '.join(INITS)}")
+
+
+def describe_model(name: str, init: Init) -> str:
+    """How results name the model: a random-init run says so wherever it is shown."""
+    return f"{name} (random init, not pretrained)" if init == "random" else name
+
+
+def _label_kwargs(label_names: list[str] | None) -> dict:
+    if label_names is None:
+        return {}
+    return dict(num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+                label2id={n: i for i, n in enumerate(label_names)})
+
+
+def load_classifier(name: str, label_names: list[str] | None = None, init: Init = "pretrained"):
+    """A sequence classifier; with `label_names` a fresh head of that many classes is attached.
+
+    `init="random"` builds the same architecture from the model's config with random weights (the caller's
+    `set_seed` decides them); for bert-base-chinese that works offline too.
+    """
     from transformers import AutoModelForSequenceClassification
 
-    kwargs = {}
-    if label_names is not None:
-        kwargs = dict(
-            num_labels=len(label_names),
-            id2label=dict(enumerate(label_names)),
-            label2id={n: i for i, n in enumerate(label_names)},
-            # A checkpoint that already has a head of another size (e.g. a fine-tuned model) gets a new one.
-            ignore_mismatched_sizes=True,
-        )
+    check_init(init)
+    if init == "random":
+        return AutoModelForSequenceClassification.from_config(load_config(name, **_label_kwargs(label_names)))
+    kwargs = _label_kwargs(label_names)
+    if kwargs:
+        # A checkpoint that already has a head of another size (e.g. a fine-tuned model) gets a new one.
+        kwargs["ignore_mismatched_sizes"] = True
     return _load(AutoModelForSequenceClassification.from_pretrained, name, **kwargs)

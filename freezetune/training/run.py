@@ -31,7 +31,7 @@ from ..imbalance import class_weights, weighted_cross_entropy
 from ..inference import TorchClassifier
 from ..measure import peak_memory_mb
 from ..metrics import classification_report, summary_metrics
-from ..models import load_classifier, load_tokenizer
+from ..models import describe_model, load_classifier, load_tokenizer
 from ..outputs import check_output_dir, staged_output_dir, write_json_atomic
 from ..precision import resolve_precision
 from ..results import RunResult
@@ -111,7 +111,7 @@ def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
     strategy = parse_strategy(config.strategy)
     set_seed(config.seed)  # before the model is built: the new head's initial weights depend on it
     tokenizer = load_tokenizer(config.model)
-    model = load_classifier(config.model, splits.label_names)
+    model = load_classifier(config.model, splits.label_names, init=config.init)
     train_features = tokenize_frame(tokenizer, splits.train, config.max_length)
     plan = TrainPlan(epochs=config.epochs, steps_per_epoch=math.ceil(len(train_features) / config.batch_size))
     params = prepare_strategy(strategy, model, plan)
@@ -123,7 +123,7 @@ def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
     run.say(f"data: train {len(splits.train)}, validation {len(splits.validation)}"
             + (f", test {len(splits.test)}" if splits.test is not None else "") + f"; classes {splits.label_names}")
     counts = parameter_counts(model, strategy)
-    run.say(f"model {config.model}, strategy {strategy.spec()}: {counts['trainable_params']:,} trainable of "
+    run.say(f"model {describe_model(config.model, config.init)}, strategy {strategy.spec()}: {counts['trainable_params']:,} trainable of "
             f"{counts['total_params']:,} parameters ({counts['trainable_params'] / counts['total_params']:.1%}); "
             f"lr {config.lr:g}; precision {precision}")
     if run.loss_weights is not None:
@@ -285,9 +285,9 @@ def evaluate(run: Run, fitted: Fitted) -> RunResult:
         train_samples_per_second=len(run.train_features) * len(fitted.epochs) / fitted.train_seconds,
         peak_memory_mb=fitted.peak_memory_mb, data_notes=splits.notes, lr=config.lr,
         cached_layers=fitted.cached_layers, precision=run.precision,
-        class_weights=None if run.loss_weights is None else run.loss_weights.tolist(),
+        class_weights=None if run.loss_weights is None else run.loss_weights.tolist(), init=config.init,
     )
-    run.say(f"best epoch {best['epoch']} by validation {config.metric}; {evaluation_name}: "
+    run.say(f"{describe_model(config.model, config.init)}: best epoch {best['epoch']} by validation {config.metric}; {evaluation_name}: "
             f"accuracy {result.evaluation['accuracy']:.4f}, macro-F1 {result.evaluation['macro_f1']:.4f}; "
             f"trained in {fitted.train_seconds:.1f}s")
     return result
