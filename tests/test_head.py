@@ -17,13 +17,14 @@ LABEL_NAMES = ["中性", "正面", "负面"]  # the tiny data's sorted names
 TEMPERATURE = 1.7
 
 
-def save_classifier(tiny_bert, folder: Path, seed: int) -> Path:
-    """The tiny BERT with a fresh 3-class head drawn with `seed`, saved with its tokenizer like a trained model."""
+def save_classifier(tiny_bert, folder: Path, seed: int, label_names: list[str] = LABEL_NAMES) -> Path:
+    """The tiny BERT with a fresh head drawn with `seed`, saved with its tokenizer like a trained model."""
     from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(
-        tiny_bert, num_labels=3, id2label=dict(enumerate(LABEL_NAMES)), label2id={n: i for i, n in enumerate(LABEL_NAMES)})
+        tiny_bert, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+        label2id={n: i for i, n in enumerate(label_names)})
     model.save_pretrained(folder)
     load_tokenizer(str(tiny_bert)).save_pretrained(folder)
     return folder
