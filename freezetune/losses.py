@@ -60,7 +60,6 @@ class Loss:
 
     def __init__(self, spec: LossSpec, class_weights: torch.Tensor | None, class_prior: torch.Tensor | None):
         self.spec, self.weights, self.prior = spec, class_weights, class_prior
-        self.smoothing = spec.option("smoothing")
 
     def training_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """The logits the loss sees in training (inference always uses the model's own)."""
@@ -70,7 +69,7 @@ class Loss:
         from torch.nn import functional as F
 
         weight = None if self.weights is None else self.weights.to(logits.device, logits.dtype)
-        return F.cross_entropy(logits, labels, weight=weight, label_smoothing=self.smoothing, reduction="none")
+        return F.cross_entropy(logits, labels, weight=weight, label_smoothing=self.spec.option("smoothing"), reduction="none")
 
     def __call__(self, outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
         import torch
@@ -85,8 +84,19 @@ class Loss:
         return f"{type(self).__name__}({self.spec})"
 
 
+LOSSES: dict[str, type[Loss]] = {}
+
+
+def register_loss(name: str, loss: type[Loss]) -> None:
+    """Make `loss` available as `--loss NAME[:options]`."""
+    LOSSES[name] = loss
+
+
 class CrossEntropy(Loss):
     """The plain (optionally weighted, smoothed) cross-entropy."""
+
+
+register_loss("ce", CrossEntropy)
 
 
 class FocalLoss(Loss):
@@ -99,8 +109,11 @@ class FocalLoss(Loss):
 
         log_p_true = torch.log_softmax(logits, dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
         # -expm1(log p) is 1 - p without cancellation; the clamp keeps the gradient finite at p = 1 when gamma < 1.
-        easiness = (-torch.expm1(log_p_true)).clamp_min(torch.finfo(logits.dtype).tiny)
-        return easiness.pow(self.spec.option("gamma")) * super().per_example(logits, labels)
+        hardness = (-torch.expm1(log_p_true)).clamp_min(torch.finfo(logits.dtype).tiny)
+        return hardness.pow(self.spec.option("gamma")) * super().per_example(logits, labels)
+
+
+register_loss("focal", FocalLoss)
 
 
 class LogitAdjustedLoss(Loss):
@@ -119,16 +132,6 @@ class LogitAdjustedLoss(Loss):
         return logits + self.spec.option("tau") * self.prior.to(logits.device, logits.dtype).log()
 
 
-LOSSES: dict[str, type[Loss]] = {}
-
-
-def register_loss(name: str, loss: type[Loss]) -> None:
-    """Make `loss` available as `--loss NAME[:options]`."""
-    LOSSES[name] = loss
-
-
-register_loss("ce", CrossEntropy)
-register_loss("focal", FocalLoss)
 register_loss("logit-adjusted", LogitAdjustedLoss)
 
 

@@ -40,7 +40,8 @@ def final_linear(model):
 def folded(config) -> tuple[float, np.ndarray]:
     """The temperature and offsets already folded into a model (1 and zeros if none)."""
     offsets = getattr(config, OFFSETS_KEY, None)
-    return float(getattr(config, TEMPERATURE_KEY, 1.0)), np.asarray(offsets if offsets is not None else np.zeros(config.num_labels), dtype=np.float64)
+    offsets = np.zeros(config.num_labels) if offsets is None else np.asarray(offsets, dtype=np.float64)
+    return float(getattr(config, TEMPERATURE_KEY, 1.0)), offsets
 
 
 def fold_into_classifier(model, temperature: float, offsets) -> None:
