@@ -130,15 +130,25 @@ def _read_texts(args) -> tuple[list[str], "object | None"]:
 
 
 def _predictor(args):
+    """One --model: its predictor; several: the ensemble averaging their probabilities."""
+    if args.int8 and args.backend != "onnx":
+        raise UserError("--int8 runs the quantized ONNX model: add --backend onnx (and --model an exported folder)")
+    members = [_model_predictor(args, model) for model in args.model]
+    if len(members) == 1:
+        return members[0]
+    from .ensemble import EnsemblePredictor
+
+    return EnsemblePredictor(members, names=args.model)
+
+
+def _model_predictor(args, model: str):
     if args.backend == "onnx":
         from .onnx_predict import OnnxPredictor
 
-        return OnnxPredictor(args.model, args.batch_size, int8=args.int8)
-    if args.int8:
-        raise UserError("--int8 runs the quantized ONNX model: add --backend onnx (and --model an exported folder)")
+        return OnnxPredictor(model, args.batch_size, int8=args.int8)
     from .predict import Predictor
 
-    return Predictor(args.model, args.batch_size, precision=args.precision)
+    return Predictor(model, args.batch_size, precision=args.precision)
 
 
 def cmd_predict(args) -> None:
@@ -233,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("predict", help="label texts with a trained model")
     p.add_argument("text", nargs="*")
-    p.add_argument("--model", required=True, help="a folder written by `freezetune train` (or `export`, with --backend onnx)")
+    p.add_argument("--model", required=True, action="append",
+                   help="a folder written by `freezetune train` (or `export`, with --backend onnx); "
+                   "repeat it (--model A --model B) to average the models' probabilities (a seed ensemble)")
     p.add_argument("--file", help="a .csv/.tsv/.jsonl/.json/.parquet file of texts")
     p.add_argument("--text-column", default="sentence")
     p.add_argument("--output", help="write predictions to this .csv or .jsonl file")

@@ -16,14 +16,30 @@ from .errors import UserError
 from .precision import autocast
 
 
-class BatchedClassifier(abc.ABC):
+class TextClassifier(abc.ABC):
+    """What every predictor offers (`Predictor`, `OnnxPredictor`, `EnsemblePredictor`): probabilities and labels."""
+
+    label_names: list[str]  # set by the subclass, from the model's id2label
+
+    @abc.abstractmethod
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        """(texts, classes) probabilities, in input order."""
+
+    def predict(self, texts: list[str]) -> list[dict]:
+        probs = self.probabilities(texts)
+        return [
+            {"text": text, "label": self.label_names[int(p.argmax())], "probability": float(p.max())}
+            for text, p in zip(texts, probs)
+        ]
+
+
+class BatchedClassifier(TextClassifier):
     """Scores texts in length-sorted batches (less padding, same results); subclasses run the model.
 
     Shared by the PyTorch `Predictor` and the ONNX Runtime `OnnxPredictor`, so both batch and sort alike.
     """
 
     tensor_type = "pt"  # what the tokenizer returns for `_logits`
-    label_names: list[str]  # set by the subclass from the model's id2label
 
     def __init__(self, tokenizer, batch_size: int, max_length: int):
         if batch_size < 1:
@@ -43,13 +59,6 @@ class BatchedClassifier(abc.ABC):
                                    max_length=self.max_length, return_tensors=self.tensor_type)
             probs[idx] = softmax(self._logits(batch), axis=-1)
         return probs
-
-    def predict(self, texts: list[str]) -> list[dict]:
-        probs = self.probabilities(texts)
-        return [
-            {"text": text, "label": self.label_names[int(p.argmax())], "probability": float(p.max())}
-            for text, p in zip(texts, probs)
-        ]
 
 
 class TorchClassifier(BatchedClassifier):

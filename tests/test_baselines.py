@@ -2,6 +2,7 @@
 
 import pytest
 
+from freezetune import UserError
 from freezetune.baselines import run_lstm, run_tfidf
 
 TRAIN_KEYS = {
@@ -40,3 +41,40 @@ def test_tfidf_counts_coefficients_and_has_no_train_loss(tiny_splits):
     assert [row["train_loss"] for row in result["epochs"]] == [None]
     # One weight per (class, n-gram) plus one intercept per class.
     assert result["trainable_params"] % len(tiny_splits.label_names) == 0
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "macro_f1"])
+def test_tfidf_keeps_the_c_with_the_best_validation_metric(tiny_splits, metric):
+    grid = (0.03, 1.0, 30.0)
+    alone = [run_tfidf(tiny_splits, metric=metric, c_grid=(c,)) for c in grid]
+    result = run_tfidf(tiny_splits, metric=metric, c_grid=grid)
+    scores = [run["validation"][metric] for run in alone]
+    best = scores.index(max(scores))  # the first of equals: the more regularised C
+    assert result["details"]["tfidf"]["C"] == grid[best]
+    assert result["selection_metric"] == metric
+    assert result["validation"] == alone[best]["validation"]
+    assert result["evaluation_predictions"] == alone[best]["evaluation_predictions"]
+    assert [row[metric] for row in result["details"]["tfidf"]["grid"]] == scores
+    assert len(set(scores)) > 1  # the grid matters on this data, so picking the best is tested
+
+
+@pytest.mark.parametrize("choice, passed", [("none", None), ("balanced", "balanced")])
+def test_tfidf_passes_the_class_weighting_through(tiny_splits, monkeypatch, choice, passed):
+    from sklearn.linear_model import LogisticRegression
+
+    seen = []
+
+    class Spy(LogisticRegression):
+        def fit(self, *args, **kwargs):
+            seen.append(self.class_weight)
+            return super().fit(*args, **kwargs)
+
+    monkeypatch.setattr("freezetune.baselines.tfidf.LogisticRegression", Spy)
+    result = run_tfidf(tiny_splits, class_weight=choice)
+    assert seen and set(seen) == {passed}
+    assert result["details"]["tfidf"]["class_weight"] == choice
+
+
+def test_tfidf_refuses_an_unknown_class_weighting(tiny_splits):
+    with pytest.raises(UserError, match="--class-weights 'inverse' is not valid"):
+        run_tfidf(tiny_splits, class_weight="inverse")

@@ -1,0 +1,71 @@
+"""The classification head's final linear layer, and folding a temperature and logit offsets into it.
+
+Temperature scaling (calibration.py) and the decision rule's offsets (decision.py) both act on the logits:
+logits' = (W x + b) / T + o. That equals (W / T) x + (b / T + o), an ordinary linear layer, so writing it into
+the saved weights makes every prediction path (freezetune's Predictor, the ONNX export, a plain
+`transformers.pipeline`) give the same labels and probabilities with no extra configuration. T and o are also
+recorded in config.json (`freezetune_temperature`, `freezetune_logit_offsets`) so a reader can see what was
+folded: the head's unscaled logits are (logits' - o) x T, and softmax(logits' - o) are the calibrated probabilities.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import UserError
+
+TEMPERATURE_KEY = "freezetune_temperature"
+OFFSETS_KEY = "freezetune_logit_offsets"
+
+
+def final_linear(model):
+    """The `nn.Linear` that produces the logits of a HF sequence classifier.
+
+    `classifier` in BERT, DistilBERT and freezetune's mean-pooling head; `classifier.out_proj` in RoBERTa,
+    XLM-R and ELECTRA (whose `classifier` is a small dense -> activation -> out_proj block).
+    """
+    from torch import nn
+
+    head = getattr(model, "classifier", None)
+    for candidate in (head, getattr(head, "out_proj", None)):
+        if isinstance(candidate, nn.Linear):
+            return candidate
+    raise UserError(f"cannot find the final linear layer of {type(model).__name__} (looked for classifier and "
+                    "classifier.out_proj): --decision and calibration work with BERT, RoBERTa/XLM-R, ELECTRA, "
+                    "DistilBERT and the builtin model; use --decision argmax with this model")
+
+
+def folded(config) -> tuple[float, np.ndarray]:
+    """The temperature and offsets already folded into a model (1 and zeros if none)."""
+    offsets = getattr(config, OFFSETS_KEY, None)
+    offsets = np.zeros(config.num_labels) if offsets is None else np.asarray(offsets, dtype=np.float64)
+    return float(getattr(config, TEMPERATURE_KEY, 1.0)), offsets
+
+
+def fold_into_classifier(model, temperature: float, offsets) -> None:
+    """Make the model's logits (old logits) / temperature + offsets, in place, and record both in model.config.
+
+    Folding again composes: the config then holds the totals relative to the head before any folding.
+    """
+    import torch
+
+    offsets = np.asarray(offsets, dtype=np.float64)
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+    linear = final_linear(model)
+    if offsets.shape != (linear.out_features,) or not np.all(np.isfinite(offsets)):
+        raise ValueError(f"need {linear.out_features} finite offsets (one per class), got shape {offsets.shape}")
+    if linear.bias is None:
+        raise UserError(f"the final linear layer of {type(model).__name__} has no bias to fold the offsets into: "
+                        "use --decision argmax with this model")
+    with torch.no_grad():
+        # In float64, then back to the layer's dtype: one rounding, not three.
+        weight = linear.weight.double() / temperature
+        bias = linear.bias.double() / temperature + torch.from_numpy(offsets).to(linear.bias.device)
+        linear.weight.copy_(weight)
+        linear.bias.copy_(bias)
+    before_temperature, before_offsets = folded(model.config)
+    setattr(model.config, TEMPERATURE_KEY, before_temperature * temperature)
+    setattr(model.config, OFFSETS_KEY, (before_offsets / temperature + offsets).tolist())
