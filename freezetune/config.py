@@ -27,6 +27,8 @@ SelectionMetric = Literal["accuracy", "macro_f1"]
 ClassWeights = Literal["none", "balanced"]
 CLASS_WEIGHTS: tuple[str, ...] = ClassWeights.__args__
 Init = Literal["pretrained", "random"]
+Decision = Literal["argmax", "macro_f1"]
+Calibration = Literal["temperature", "none"]
 
 
 def option(default, help: str, **metadata):
@@ -57,6 +59,13 @@ class TrainOptions:
     metric: SelectionMetric = option("accuracy", "validation metric that picks the best epoch")
     class_weights: ClassWeights = option("none", "balanced: weigh each class's loss by n / (classes * count), "
                                          "so rare classes count as much as frequent ones")
+    loss: str = option("ce", "training loss: ce, focal[:gamma=2] or logit-adjusted[:tau=1], each with an optional "
+                       "smoothing=S (label smoothing); combines with --class-weights")
+    decision: Decision = option("argmax", "macro_f1: per-class logit offsets fitted on validation to maximise "
+                                "macro-F1, folded into the saved classifier's bias (every prediction path honours them)")
+    calibration: Calibration = option("temperature", "temperature: scale the logits by a temperature fitted on "
+                                      "validation, so probabilities can be trusted (labels unchanged); folded into "
+                                      "the saved classifier")
     early_stopping: int | None = option(None, "stop after this many epochs without improvement of --metric")
     validation_fraction: float = option(0.1, "share of train held out (stratified, seeded) when the data has "
                                         "no validation split")
@@ -81,6 +90,11 @@ class TrainOptions:
         _one_of(self, "class_weights", ClassWeights)
         _one_of(self, "precision", Precision)
         _one_of(self, "init", Init)
+        _one_of(self, "decision", Decision)
+        _one_of(self, "calibration", Calibration)
+        from .losses import parse_loss  # no torch: parsing only
+
+        self.loss = str(parse_loss(self.loss))
 
     def shared(self) -> dict:
         """The values of the `TrainOptions` fields (what a study passes to each of its runs)."""

@@ -50,15 +50,19 @@ class BatchedClassifier(TextClassifier):
     def _logits(self, batch) -> np.ndarray:
         """The model's float32 logits for one tokenized batch."""
 
-    def probabilities(self, texts: list[str]) -> np.ndarray:
+    def logits(self, texts: list[str]) -> np.ndarray:
+        """(texts, classes) float32 logits, in input order."""
         order = np.argsort([len(t) for t in texts], kind="stable")
-        probs = np.zeros((len(texts), len(self.label_names)), dtype=np.float32)
+        logits = np.zeros((len(texts), len(self.label_names)), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
             idx = order[start : start + self.batch_size]
             batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
                                    max_length=self.max_length, return_tensors=self.tensor_type)
-            probs[idx] = softmax(self._logits(batch), axis=-1)
-        return probs
+            logits[idx] = self._logits(batch)
+        return logits
+
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        return softmax(self.logits(texts), axis=-1)
 
 
 class TorchClassifier(BatchedClassifier):

@@ -7,7 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from freezetune import UserError
-from freezetune.imbalance import class_weights, weighted_cross_entropy
+from freezetune.losses import class_weights, make_loss
 from freezetune.training import train
 
 from .test_training import tiny_config
@@ -24,24 +24,25 @@ def test_balanced_weights_give_every_class_the_same_total_weight():
 def test_weighted_loss_is_the_example_weighted_mean():
     logits, labels = torch.randn(5, 3), torch.tensor([0, 1, 2, 2, 0])
     weights = torch.tensor([0.5, 1.0, 2.0])
-    got = weighted_cross_entropy(weights)({"logits": logits}, labels)
+    got = make_loss("ce", weights)({"logits": logits}, labels)
     expected = (weights[labels] * F.cross_entropy(logits, labels, reduction="none")).mean()
     torch.testing.assert_close(got, expected)
     # Unit weights: the ordinary loss the model computes itself.
-    torch.testing.assert_close(weighted_cross_entropy(torch.ones(3))({"logits": logits}, labels), F.cross_entropy(logits, labels))
+    torch.testing.assert_close(make_loss("ce", torch.ones(3))({"logits": logits}, labels), F.cross_entropy(logits, labels))
 
 
 def test_training_with_balanced_weights_uses_them(tiny_bert, tiny_csv_dir, tmp_path, monkeypatch):
-    from freezetune import imbalance
+    from freezetune.training import run
 
     calls = []
-    real = imbalance.weighted_cross_entropy
+    real = run.make_loss
 
-    def spy(weights):
-        loss = real(weights)
+    def spy(spec, weights, prior):
+        assert str(spec) == "ce" and weights is not None
+        loss = real(spec, weights, prior)
         return lambda *a, **k: calls.append(1) or loss(*a, **k)
 
-    monkeypatch.setattr("freezetune.training.run.weighted_cross_entropy", spy)
+    monkeypatch.setattr(run, "make_loss", spy)
     metrics = train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", class_weights="balanced"))
     # The tiny training data is 50/30/20% over the sorted names (中性, 正面, 负面): 30%, 50%, 20%.
     assert metrics["class_weights"] == pytest.approx([1 / (3 * 0.3), 1 / (3 * 0.5), 1 / (3 * 0.2)], rel=1e-4)

@@ -156,3 +156,29 @@ def test_lr_auto_keeps_the_best_candidate_by_validation(tiny_bert, tiny_csv_dir,
     assert set(trials) == {1e-4, 5e-2} and metrics["lr"] == max(trials, key=trials.get)
     assert json.loads((out / "metrics.json").read_text())["lr_search"] == metrics["lr_search"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the other candidate is gone
+
+
+def test_decision_rule_and_temperature_are_fitted_on_validation_and_folded(tiny_bert, tiny_csv_dir, tmp_path):
+    """--decision macro_f1 and --calibration temperature: fitted on validation, recorded, folded into the saved
+    classifier so that a plain transformers pipeline gives the recorded labels."""
+    from transformers import pipeline
+
+    out = tmp_path / "out"
+    metrics = train(tiny_config(tiny_bert, tiny_csv_dir, out, epochs=1, decision="macro_f1", loss="focal:gamma=1"))
+    details = metrics["details"]
+    assert details["loss"] == "focal:gamma=1" and details["decision"]["rule"] == "macro_f1"
+    calibration = details["calibration"]
+    assert calibration["temperature"] > 0 and set(calibration) >= {"temperature", "validation", "test"}
+    # Temperature scaling minimises the validation NLL, so it cannot raise the validation Brier score by much.
+    assert calibration["validation"]["after_temperature"]["brier"] <= calibration["validation"]["before"]["brier"] + 1e-3
+    config = json.loads((out / "config.json").read_text())
+    assert config["freezetune_temperature"] == pytest.approx(calibration["temperature"])
+    assert (out / "reliability.png").stat().st_size > 0
+    test = pd.read_csv(tiny_csv_dir / "test.csv")
+    labels = [row["label"] for row in pipeline("text-classification", model=str(out))(test["sentence"].tolist())]
+    assert labels == [metrics["label_names"][i] for i in metrics["evaluation_predictions"]]
+
+
+def test_bad_loss_is_refused_before_work(tiny_bert, tiny_csv_dir, tmp_path):
+    with pytest.raises(UserError, match="--loss 'focal:gamma=-1' is not valid"):
+        tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", loss="focal:gamma=-1")

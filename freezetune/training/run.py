@@ -22,16 +22,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import softmax
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, set_seed
 
+from ..calibration import calibration_metrics, fit_temperature, reliability_diagram
 from ..config import TrainConfig
+from ..decision import decision_offsets
 from ..data import LABEL, TEXT, Splits, load_splits
 from ..errors import UserError
-from ..imbalance import class_weights, weighted_cross_entropy
+from ..losses import class_prior, class_weights, make_loss, parse_loss
 from ..inference import TorchClassifier
 from ..measure import peak_memory_mb
 from ..metrics import classification_report, summary_metrics
 from ..models import describe_model, load_classifier, load_tokenizer
+from ..models.head import fold_into_classifier
 from ..outputs import check_output_dir, staged_output_dir, write_json_atomic
 from ..precision import resolve_precision
 from ..results import RunResult
@@ -40,6 +44,7 @@ from .compact_embedding import compact_word_embeddings
 from .prefix_cache import CachedPrefixDataset, collate_cached, encode_prefix, top_only
 
 METRICS_FILE, RUN_CONFIG_FILE, LOG_FILE = "metrics.json", "run_config.json", "train.log"
+RELIABILITY_FILE = "reliability.png"
 log = logging.getLogger("freezetune")
 
 
@@ -59,8 +64,11 @@ class Run:
     """The parameters the optimizer updates (those that train at some point of the run)."""
     plan: TrainPlan
     loss_weights: torch.Tensor | None
+    loss: object | None
+    """A `Trainer(compute_loss_func=...)`, or None for the model's own cross-entropy."""
     log_lines: list[str] = field(default_factory=list)
     scratch: Path | None = None
+    post_hoc: PostHoc | None = None
 
     def say(self, message: str) -> None:
         """A line for the user now and for train.log later."""
@@ -115,9 +123,12 @@ def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
     train_features = tokenize_frame(tokenizer, splits.train, config.max_length)
     plan = TrainPlan(epochs=config.epochs, steps_per_epoch=math.ceil(len(train_features) / config.batch_size))
     params = prepare_strategy(strategy, model, plan)
+    n_classes = len(splits.label_names)
+    weights = class_weights(config.class_weights, splits.train[LABEL], n_classes)
+    plain = config.loss == "ce" and weights is None  # the model's own loss is exactly that
+    loss = None if plain else make_loss(parse_loss(config.loss), weights, class_prior(splits.train[LABEL], n_classes))
     run = Run(config, splits, strategy, tokenizer, model, precision, train_features,
-              tokenize_frame(tokenizer, splits.validation, config.max_length), params, plan,
-              class_weights(config.class_weights, splits.train[LABEL], len(splits.label_names)))
+              tokenize_frame(tokenizer, splits.validation, config.max_length), params, plan, weights, loss)
     for note in splits.notes:
         run.say(note)
     run.say(f"data: train {len(splits.train)}, validation {len(splits.validation)}"
@@ -163,7 +174,7 @@ def fit(run: Run) -> Fitted:
             model=run.model, args=args, train_dataset=train_set, eval_dataset=validation_set,
             processing_class=run.tokenizer, data_collator=collator, compute_metrics=_compute_metrics,
             callbacks=[best_epoch, *run.strategy.callbacks(run.model, run.plan)], optimizers=(optimizer, None),
-            compute_loss_func=None if run.loss_weights is None else weighted_cross_entropy(run.loss_weights),
+            compute_loss_func=run.loss,
         )
         trainer.train()
         best_epoch.restore_best()
@@ -259,6 +270,50 @@ def _device_type() -> str:
 
 # --- phase 3: evaluate ---------------------------------------------------------------------------------------
 
+@dataclass
+class PostHoc:
+    """What is fitted on validation after training: a temperature (calibration) and logit offsets (decision rule).
+
+    Served logits = raw logits / temperature + offsets, folded into the saved classifier's last layer.
+    """
+
+    temperature: float
+    offsets: np.ndarray
+    decision: str
+    calibration: dict = field(default_factory=dict)
+    """Per split: ECE and Brier score of the raw probabilities, after temperature scaling, and as served."""
+    probabilities: dict = field(default_factory=dict)
+    """The evaluation split's probabilities before/after scaling and its labels, for the reliability diagram."""
+
+    @property
+    def changes_model(self) -> bool:
+        return self.temperature != 1.0 or bool(np.any(self.offsets))
+
+    def measure(self, raw: dict, served: dict, labels: dict) -> None:
+        for split, logits in raw.items():
+            before, after = softmax(logits, axis=-1), softmax(logits / self.temperature, axis=-1)
+            self.calibration[split] = {"before": calibration_metrics(before, labels[split]),
+                                       "after_temperature": calibration_metrics(after, labels[split]),
+                                       "served": calibration_metrics(softmax(served[split], axis=-1), labels[split])}
+            self.probabilities = {"split": split, "before": before, "after": after, "labels": labels[split]}
+
+    def record(self) -> dict:
+        return {"decision": {"rule": self.decision, "logit_offsets": self.offsets.tolist()},
+                "calibration": {"temperature": self.temperature, **self.calibration}}
+
+
+def fit_post_hoc(run: Run, validation_logits: np.ndarray, validation_labels: np.ndarray) -> PostHoc:
+    """Fit the temperature, then the offsets on the scaled logits; both on validation only, never on test."""
+    config = run.config
+    temperature = fit_temperature(validation_logits, validation_labels) if config.calibration == "temperature" else 1.0
+    offsets = decision_offsets(config.decision, validation_logits / temperature, validation_labels)
+    if config.calibration == "temperature":
+        run.say(f"temperature {temperature:.3f} fitted on validation (calibrated probabilities; labels unchanged)")
+    if config.decision != "argmax":
+        run.say(f"decision rule {config.decision}: logit offsets {np.round(offsets, 2).tolist()} fitted on validation")
+    return PostHoc(float(temperature), np.asarray(offsets, dtype=np.float64), config.decision)
+
+
 def evaluate(run: Run, fitted: Fitted) -> RunResult:
     """The best epoch's report on validation and on the evaluation split, predicted by the finished model."""
     config, splits = run.config, run.splits
@@ -272,9 +327,18 @@ def evaluate(run: Run, fitted: Fitted) -> RunResult:
     # Not `trainer.predict`: with length grouping the Trainer also shuffles evaluation batches.
     classifier = TorchClassifier(run.model, run.tokenizer, config.eval_batch_size, config.max_length, run.precision)
     evaluation_name, evaluation_frame = splits.evaluation_split
-    validation_preds = classifier.probabilities(splits.validation[TEXT].tolist()).argmax(axis=-1)
-    evaluation_preds = validation_preds if evaluation_name == "validation" else \
-        classifier.probabilities(evaluation_frame[TEXT].tolist()).argmax(axis=-1)
+    texts = {"validation": splits.validation[TEXT].tolist(), evaluation_name: evaluation_frame[TEXT].tolist()}
+    labels = {"validation": splits.validation[LABEL].to_numpy(), evaluation_name: evaluation_frame[LABEL].to_numpy()}
+    raw = {split: classifier.logits(split_texts) for split, split_texts in texts.items()}
+    post_hoc = fit_post_hoc(run, raw["validation"], labels["validation"])
+    if post_hoc.changes_model:  # folded into the classifier: every way of loading OUT serves the same labels
+        fold_into_classifier(run.model, post_hoc.temperature, post_hoc.offsets)
+        served = {split: classifier.logits(split_texts) for split, split_texts in texts.items()}
+    else:
+        served = raw
+    post_hoc.measure(raw, served, labels)
+    run.post_hoc = post_hoc
+    validation_preds, evaluation_preds = served["validation"].argmax(axis=-1), served[evaluation_name].argmax(axis=-1)
     result = RunResult(
         epochs=fitted.epochs, best_epoch=best["epoch"], selection_metric=config.metric, label_names=splits.label_names,
         validation=classification_report(splits.validation[LABEL], validation_preds, splits.label_names),
@@ -286,6 +350,7 @@ def evaluate(run: Run, fitted: Fitted) -> RunResult:
         peak_memory_mb=fitted.peak_memory_mb, data_notes=splits.notes, lr=config.lr,
         cached_layers=fitted.cached_layers, precision=run.precision,
         class_weights=None if run.loss_weights is None else run.loss_weights.tolist(), init=config.init,
+        details={"loss": config.loss, **post_hoc.record()},
     )
     run.say(f"{describe_model(config.model, config.init)}: best epoch {best['epoch']} by validation {config.metric}; {evaluation_name}: "
             f"accuracy {result.evaluation['accuracy']:.4f}, macro-F1 {result.evaluation['macro_f1']:.4f}; "
@@ -306,6 +371,9 @@ def write(run: Run, fitted: Fitted, result: RunResult) -> None:
                 shutil.move(str(item), str(stage / item.name))
         write_json_atomic(stage / METRICS_FILE, result.to_dict())
         write_json_atomic(stage / RUN_CONFIG_FILE, config.to_dict())
+        if run.post_hoc is not None and run.post_hoc.probabilities:
+            p = run.post_hoc.probabilities
+            reliability_diagram(stage / RELIABILITY_FILE, p["before"], p["after"], p["labels"])
         history = [json.dumps(entry) for entry in fitted.trainer.state.log_history]
         (stage / LOG_FILE).write_text("\n".join(run.log_lines + ["", "trainer log history:", *history]) + "\n", encoding="utf-8")
     run.say(f"wrote {config.output_dir}")
