@@ -94,11 +94,17 @@ def execute(run: Run, splits, options, output_dir: Path) -> dict:
 
 def _train_transformer(run: Run, splits, options, folder: Path) -> dict:
     """Exactly the `freezetune train` code path, with the study's shared splits."""
-    from freezetune.config import TrainConfig
     from freezetune.training import train
 
+    return train(train_config(run, options, folder), splits)
+
+
+def train_config(run: Run, options, folder: Path):
+    """The TrainConfig of a transformer run (also what `compare` validates before any work)."""
+    from freezetune.config import TrainConfig
+
     freezing = run.strategy.freezing
-    config = TrainConfig(
+    return TrainConfig(
         output_dir=str(folder), model=options.model, data=options.data, text_column=options.text_column,
         label_column=options.label_column,
         freeze="head" if freezing.frozen_layers is None else str(freezing.frozen_layers),
@@ -109,4 +115,3 @@ def _train_transformer(run: Run, splits, options, folder: Path) -> dict:
         # An unfinished run's folder (no metrics.json) holds nothing worth keeping.
         overwrite=True,
     )
-    return train(config, splits)
