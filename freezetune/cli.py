@@ -9,13 +9,16 @@ import argparse
 import dataclasses
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .config import DEFAULT_DATA, DEFAULT_MODEL, PRECISIONS, TrainConfig
-from .errors import UserError
+from .errors import Terminated, UserError
 
 EXIT_USAGE = 2
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process killed by it
 PRECISION_HELP = "matmul precision: auto (bf16 where the CPU/GPU runs it natively, else fp32), fp32, bf16, fp16 (GPU)"
 
 
@@ -93,6 +96,8 @@ def cmd_tokenize(args) -> None:
 
     if args.pair and len(args.text) != 2:
         raise UserError(f"--pair takes exactly two texts (A B), got {len(args.text)}")
+    if args.max_length is not None and args.max_length < 1:
+        raise UserError(f"--max-length must be at least 1, got {args.max_length}")
     tokenizer = load_tokenizer(args.model)
     inputs = (args.text[0], args.text[1]) if args.pair else (args.text,)
     encoded = tokenizer(*inputs, padding=args.padding, truncation=True, max_length=args.max_length)
@@ -151,13 +156,25 @@ def _model_predictor(args, model: str):
     return Predictor(model, args.batch_size, precision=args.precision)
 
 
+def _check_prediction_output(args) -> Path | None:
+    """Refuse an --output that cannot take the predictions, before the model loads."""
+    from .outputs import check_not_input, check_writable
+
+    if not args.output:
+        return None
+    output = Path(args.output).expanduser()
+    if output.suffix.lower() not in (".csv", ".jsonl"):
+        raise UserError(f"--output {output}: use a .csv or .jsonl file name")
+    if output.is_dir():
+        raise UserError(f"--output {output} is a folder: choose a .csv or .jsonl file name")
+    if output.exists() and not args.overwrite:
+        raise UserError(f"{output} already exists: choose another --output or pass --overwrite")
+    check_not_input(output, {"--file": args.file, "--model": args.model}, flag="--output")
+    return check_writable(output, flag="--output")
+
+
 def cmd_predict(args) -> None:
-    output = Path(args.output) if args.output else None
-    if output is not None:
-        if output.suffix.lower() not in (".csv", ".jsonl"):
-            raise UserError(f"--output {output}: use a .csv or .jsonl file name")
-        if output.exists() and not args.overwrite:
-            raise UserError(f"{output} already exists: choose another --output or pass --overwrite")
+    output = _check_prediction_output(args)
     texts, _ = _read_texts(args)
     results = _predictor(args).predict(texts)
     if output is None:
@@ -166,10 +183,14 @@ def cmd_predict(args) -> None:
         return
     import pandas as pd
 
-    from .outputs import write_text_atomic
+    from .outputs import spreadsheet_safe, write_text_atomic
 
     frame = pd.DataFrame(results)
-    text = frame.to_csv(index=False) if output.suffix.lower() == ".csv" else frame.to_json(orient="records", lines=True, force_ascii=False)
+    if output.suffix.lower() == ".csv":  # texts and labels that a spreadsheet would run as formulas get a '
+        safe = {column: frame[column].map(spreadsheet_safe) for column in ("text", "label")}
+        text = frame.assign(**safe).to_csv(index=False)
+    else:
+        text = frame.to_json(orient="records", lines=True, force_ascii=False)
     write_text_atomic(output, text)
     print(f"wrote {len(results)} predictions to {output}", file=sys.stderr)
 
@@ -187,6 +208,8 @@ def cmd_eval(args) -> None:
     from .predict import evaluate
 
     report = evaluate(args.model, args.data, args.split, args.text_column, args.label_column, args.batch_size, args.precision)
+    for note in report["data_notes"]:
+        print(f"note: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
         return
@@ -269,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("eval", help="evaluate a trained model on a labelled dataset")
     p.add_argument("--model", required=True)
     _add_data_arguments(p, data_default=None)
-    p.add_argument("--split", choices=["train", "validation", "test"], help="default: test if the data has one, else validation")
+    p.add_argument("--split", choices=["train", "validation", "test"],
+                   help="default: test if the data has one, else validation; a single file is evaluated whole")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", action="store_true")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
@@ -295,8 +319,15 @@ def _log_to_stderr() -> None:
     logger.setLevel(logging.INFO)
 
 
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     _log_to_stderr()
+    # SIGTERM unwinds like Ctrl-C (staging and scratch folders removed); only the main thread may set it.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         parser = build_parser()
         args, rest = parser.parse_known_args(argv)
@@ -308,7 +339,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"freezetune: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        print("freezetune: terminated (SIGTERM); no partial output was kept", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("freezetune: interrupted; no partial output was kept", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0

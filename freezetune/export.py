@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .outputs import check_output_dir, staged_output_dir
+from .outputs import check_not_input, check_output_dir, output_lock, staged_output_dir
 
 MODEL_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
 COPIED_FILES = ("config.json", "run_config.json")
@@ -54,49 +54,57 @@ def ffn_output_matmuls(model_path: Path) -> list[str]:
 
 def export_onnx(model_dir: str, output_dir: str, int8: bool = False, overwrite: bool = False) -> Path:
     """Write `output_dir` with model.onnx (opset 17, dynamic batch and sequence) exported from `model_dir`."""
-    import torch
-
-    from .models import load_classifier, load_tokenizer
+    from .models import load_tokenizer, load_trained_classifier
 
     source = Path(model_dir)
     if not (source / "config.json").is_file():
         raise UserError(f"--model {source} is not a trained model folder (no config.json): "
                         "pass a folder written by `freezetune train`")
-    check_output_dir(output_dir, overwrite)  # fail before the slow work
+    # Fail before the slow work: an output that would replace the model, exists, or cannot be written.
+    check_not_input(output_dir, {"--model": model_dir})
+    check_output_dir(output_dir, overwrite)
     require_onnx("onnx")
-    ort = require_onnx("onnxruntime")
+    require_onnx("onnxruntime")
+    with output_lock(output_dir):
+        tokenizer = load_tokenizer(str(source))
+        model = load_trained_classifier(str(source)).eval()
+        with staged_output_dir(output_dir, overwrite) as stage:
+            _write_onnx(model, tokenizer, stage, int8)
+            tokenizer.save_pretrained(str(stage))
+            for name in COPIED_FILES:
+                if (source / name).is_file():
+                    shutil.copy2(source / name, stage / name)
+    return Path(output_dir)
 
-    tokenizer = load_tokenizer(str(source))
-    model = load_classifier(str(source)).eval()
+
+def _write_onnx(model, tokenizer, stage: Path, int8: bool) -> None:
+    """model.onnx (and model.int8.onnx) in `stage`, checked against PyTorch on a padded batch."""
+    import torch
+
+    ort = require_onnx("onnxruntime")
     example = tokenizer(EXAMPLE_TEXTS, padding=True, return_tensors="pt")
     inputs = {name: example[name] for name in INPUT_NAMES if name in example}
-    with staged_output_dir(output_dir, overwrite) as stage:
-        with warnings.catch_warnings(), torch.inference_mode():
-            # The TorchScript exporter (still the most robust for BERT) warns about its own deprecation and about
-            # shape checks traced as constants; for an encoder those checks are constant, and the parity check
-            # below proves the graph right on a padded batch.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model, (), str(stage / MODEL_FILE), kwargs=inputs, input_names=list(inputs),
-                output_names=["logits"], opset_version=OPSET, dynamo=False,
-                dynamic_axes={**{name: {0: "batch", 1: "sequence"} for name in inputs}, "logits": {0: "batch"}},
-            )
-            expected = model(**inputs).logits.numpy()
-        session = ort.InferenceSession(str(stage / MODEL_FILE), providers=["CPUExecutionProvider"])
-        got = session.run(["logits"], {name: tensor.numpy() for name, tensor in inputs.items()})[0]
-        if not np.allclose(got, expected, atol=PARITY_TOLERANCE):
-            raise RuntimeError(f"the exported model disagrees with PyTorch (max abs diff {np.abs(got - expected).max():.2e})")
-        if int8:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
+    with warnings.catch_warnings(), torch.inference_mode():
+        # The TorchScript exporter (still the most robust for BERT) warns about its own deprecation and about
+        # shape checks traced as constants; for an encoder those checks are constant, and the parity check
+        # below proves the graph right on a padded batch.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (), str(stage / MODEL_FILE), kwargs=inputs, input_names=list(inputs),
+            output_names=["logits"], opset_version=OPSET, dynamo=False,
+            dynamic_axes={**{name: {0: "batch", 1: "sequence"} for name in inputs}, "logits": {0: "batch"}},
+        )
+        expected = model(**inputs).logits.numpy()
+    session = ort.InferenceSession(str(stage / MODEL_FILE), providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {name: tensor.numpy() for name, tensor in inputs.items()})[0]
+    if not np.allclose(got, expected, atol=PARITY_TOLERANCE):
+        raise RuntimeError(f"the exported model disagrees with PyTorch (max abs diff {np.abs(got - expected).max():.2e})")
+    if int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            # Dynamic quantization: int8 weights, activations quantized per batch at run time; MatMul holds
-            # nearly all the compute of an encoder (the embedding lookup stays float). Per-channel weight
-            # scales raise agreement with float32 too (94.5% -> 97.5% on 200 builtin-e5 test titles).
-            quantize_dynamic(stage / MODEL_FILE, stage / INT8_FILE, op_types_to_quantize=["MatMul"],
-                             weight_type=QuantType.QInt8, per_channel=True,
-                             nodes_to_exclude=ffn_output_matmuls(stage / MODEL_FILE))
-        tokenizer.save_pretrained(str(stage))
-        for name in COPIED_FILES:
-            if (source / name).is_file():
-                shutil.copy2(source / name, stage / name)
-    return Path(output_dir)
+        # Dynamic quantization: int8 weights, activations quantized per batch at run time; MatMul holds
+        # nearly all the compute of an encoder (the embedding lookup stays float). Per-channel weight
+        # scales raise agreement with float32 too (94.5% -> 97.5% on 200 builtin-e5 test titles).
+        quantize_dynamic(stage / MODEL_FILE, stage / INT8_FILE, op_types_to_quantize=["MatMul"],
+                         weight_type=QuantType.QInt8, per_channel=True,
+                         nodes_to_exclude=ffn_output_matmuls(stage / MODEL_FILE))

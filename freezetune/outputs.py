@@ -1,41 +1,151 @@
-"""Output directories that appear whole or not at all, and never overwrite results silently."""
+"""Output locations: checked before any slow work, written whole or not at all, never overwritten silently,
+never written by two runs at once, and never littered by a crashed or killed run.
+
+The checks (`check_output_dir`, `check_writable`, `check_not_input`) run before training so a bad output fails
+in one line, not after hours. `output_lock` keeps a second run off an output that one run is writing.
+Temporary folders carry their creator's pid and host in their name (`.NAME.partial-<pid>@<host>-<random>`),
+so the next run removes the ones whose process is dead: a SIGKILL runs no cleanup of its own.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import re
+import shlex
 import shutil
+import socket
+import sys
 import tempfile
 from pathlib import Path
 
 from .errors import UserError
 
+HOST = socket.gethostname()
+# What follows a temporary folder's prefix: "<pid>@<host>-<mkdtemp's random part: [a-z0-9_]>".
+_OWNER = re.compile(r"(\d+)@(.+)-[a-z0-9_]+")
 
-def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse an existing output unless `overwrite`; called before any work so nothing is lost."""
+
+def check_writable(path: str | os.PathLike, flag: str = "--output-dir") -> Path:
+    """Refuse a `path` that cannot be created: probe the nearest existing folder above it with a file.
+
+    Catches a read-only disk, a folder without write permission and a path under a regular file.
+    """
+    out = Path(path).expanduser()
+    existing = out.absolute().parent
+    while not existing.exists():  # the folders that would be created on the way
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{flag} {out}: {existing} is a file, not a folder: choose another {flag}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".freezetune-probe-", dir=existing)
+    except OSError as exc:
+        raise UserError(f"{flag} {out}: cannot write in {existing} ({exc.strerror}): choose a writable {flag}") from None
+    os.close(fd)
+    os.unlink(probe)
+    return out
+
+
+def check_output_dir(path: str | os.PathLike, overwrite: bool, flag: str = "--output-dir") -> Path:
+    """Refuse an existing output unless `overwrite`, and an unwritable one; called before any work so nothing is lost."""
     out = Path(path).expanduser()
     if out.exists() and not overwrite:
-        raise UserError(f"output directory {out} already exists: choose another --output-dir or pass --overwrite")
+        raise UserError(f"output directory {out} already exists: choose another {flag} or pass --overwrite")
     if out.exists() and not out.is_dir():
-        raise UserError(f"output path {out} exists and is not a directory: choose another --output-dir")
-    return out
+        raise UserError(f"output path {out} exists and is not a directory: choose another {flag}")
+    return check_writable(out, flag)
+
+
+def check_not_input(output: str | os.PathLike, inputs: dict[str, str | os.PathLike | None],
+                    flag: str = "--output-dir") -> None:
+    """Refuse an output that is one of the `inputs` ({flag: value}) or a folder holding one.
+
+    Writing such an output (with --overwrite) would delete the input it is computed from. Inputs that are
+    not local paths (hub ids, `builtin:...`) are skipped; symlinks are followed.
+    """
+    out = Path(output).expanduser().resolve()
+    for input_flag, value in inputs.items():
+        source = Path(value).expanduser() if value else None
+        if source is None or not source.exists():
+            continue
+        source = source.resolve()
+        if source == out or out in source.parents:
+            what = "is" if source == out else "contains"
+            raise UserError(f"{flag} {output} {what} the input {input_flag} {value}; writing it would destroy "
+                            f"that input: choose another {flag}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def owned_prefix(prefix: str) -> str:
+    """`prefix` plus this process's "<pid>@<host>-": what `remove_stale` reads back."""
+    return f"{prefix}{os.getpid()}@{HOST}-"
+
+
+def stale_folders(folder: Path, prefix: str) -> list[Path]:
+    """Folders `prefix<pid>@<host>-*` in `folder` whose process, on this host, is dead."""
+    stale = []
+    for entry in folder.glob(glob.escape(prefix) + "*"):
+        owner = _OWNER.fullmatch(entry.name[len(prefix):])
+        if owner and owner[2] == HOST and entry.is_dir() and not _pid_alive(int(owner[1])):
+            stale.append(entry)
+    return stale
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str = "freezetune-"):
+    """A private temporary folder (a Path), removed on exit; stale ones of the same prefix are removed first.
+
+    For work files nobody keeps (e.g. the Trainer's `output_dir`, prefix "freezetune-trainer-").
+    """
+    root = Path(tempfile.gettempdir())
+    for stale in stale_folders(root, prefix):
+        shutil.rmtree(stale, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix=owned_prefix(prefix), dir=root))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_stale_stages(out: Path) -> None:
+    """Remove what killed runs left beside `out`; a run killed mid-swap gets the previous result put back."""
+    for old in stale_folders(out.parent, f".{out.name}.old-"):
+        if (old / out.name).exists() and not out.exists():
+            os.replace(old / out.name, out)
+        shutil.rmtree(old, ignore_errors=True)
+    for partial in stale_folders(out.parent, f".{out.name}.partial-"):
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def staged_output_dir(path: str | os.PathLike, overwrite: bool):
     """Yield a hidden staging folder beside `path`; move it into place only if the block succeeds.
 
-    A crash, Ctrl-C or error removes the staging folder, so `path` is either the previous result
-    (untouched) or the complete new one. (A SIGKILL can leave a hidden `.name.partial-*` folder, never `path`.)
+    A crash, Ctrl-C, SIGTERM or error removes the staging folder, so `path` is either the previous result
+    (untouched) or the complete new one. A SIGKILL can leave a hidden `.name.partial-*` folder, never `path`;
+    the next run into `path` removes it. Hold `output_lock(path)` around the whole run that computes it.
     """
-    out = check_output_dir(path, overwrite)
+    out = Path(path).expanduser()
+    if out.parent.is_dir():
+        _remove_stale_stages(out)
+    out = check_output_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    staging = Path(tempfile.mkdtemp(prefix=owned_prefix(f".{out.name}.partial-"), dir=out.parent))
     try:
         yield staging
         if out.exists():  # --overwrite: swap, then delete the old result
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            old = Path(tempfile.mkdtemp(prefix=owned_prefix(f".{out.name}.old-"), dir=out.parent))
             os.replace(out, old / out.name)
             os.replace(staging, out)
             shutil.rmtree(old, ignore_errors=True)
@@ -46,13 +156,70 @@ def staged_output_dir(path: str | os.PathLike, overwrite: bool):
             shutil.rmtree(staging, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike, flag: str = "--output-dir"):
+    """Hold an exclusive lock on the output `path` for the block; a second holder fails at once, naming the first.
+
+    The lock is `flock` on `.NAME.lock` beside `path` (released by the kernel when the process dies, however it
+    dies); the file records the holder's pid, host and command, and is removed on exit. Not re-entrant: take
+    it once per run, around everything that computes and writes `path`.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    out = check_writable(path, flag)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = out.parent / f".{out.name}.lock"
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "a process that has not said who it is"
+            os.close(fd)
+            raise UserError(f"{out} is being written by another run ({holder}): wait for it to finish "
+                            f"or choose another {flag}") from None
+        # The previous holder unlinks the file on release: if it did so between our open and flock, we hold a
+        # lock on a file nobody else will see; retry on the one now at `lock`.
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {HOST}: {shlex.join(sys.argv)}\n".encode())
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+        os.close(fd)
+
+
+# A CSV cell starting with one of these is run as a formula by Excel, LibreOffice and Google Sheets (OWASP
+# "CSV injection"): a text like `=HYPERLINK(...)` in a file of predictions must stay text.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell):
+    """`cell` with a `'` in front if a spreadsheet would read it as a formula (the OWASP rule); else unchanged."""
+    return f"'{cell}" if isinstance(cell, str) and cell.startswith(FORMULA_START) else cell
+
+
 def write_json_atomic(path: str | os.PathLike, data) -> None:
     """Write JSON through a temporary file and rename, so readers never see half a file."""
     write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write through a temporary file beside `path` and rename; on failure the temporary file is removed."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -6,7 +6,6 @@ the baselines `lstm` and `tfidf`, and `sweep[:0,2,4,...]`, which stands for `fre
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,7 +115,7 @@ def execute(run: Run, splits, options, output_dir: Path) -> dict:
     from freezetune.outputs import write_json_atomic
 
     if run.strategy.name == "tfidf":
-        result = run_tfidf(splits, seed=run.seed)
+        result = run_tfidf(splits, seed=run.seed, class_weight=options.class_weights, metric=options.metric)
     else:
         result = run_lstm(
             splits, seed=run.seed, epochs=options.epochs, batch_size=options.batch_size,
@@ -130,8 +129,9 @@ def execute(run: Run, splits, options, output_dir: Path) -> dict:
 
 def _train_transformer(run: Run, splits, options, folder: Path) -> dict:
     """Exactly the `freezetune train` code path, with the study's shared splits."""
-    from freezetune.config import TrainConfig
     from freezetune.training import train
+
+    from freezetune.config import TrainConfig
 
     shared = options.shared()
     if run.lr is not None:
@@ -140,6 +140,3 @@ def _train_transformer(run: Run, splits, options, folder: Path) -> dict:
     config = TrainConfig(**shared, output_dir=str(folder), strategy=run.strategy.name, seed=run.seed, overwrite=True)
     return train(config, splits)
 
-
-def with_lr(run: Run, lr: float) -> Run:
-    return dataclasses.replace(run, lr=lr)

@@ -31,6 +31,11 @@ def label_texts(label_names: list[str]) -> tuple[list[str], bool]:
     return list(label_names), True
 
 
+def plain_text(text: str) -> str:
+    """`text` drawn as written: matplotlib reads `$...$` as math (and fails on a lone `$`), so `$` is escaped."""
+    return text.replace("$", r"\$")
+
+
 def _save(fig, path: Path) -> Path:
     if fig.get_layout_engine() is None:
         fig.tight_layout()
@@ -108,7 +113,7 @@ def confusion_matrix(matrix, label_names: list[str], title: str, path: Path) -> 
     """Row-normalised colours (recall per true class) with the raw counts written in each cell."""
     matrix = np.asarray(matrix)
     normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    ticks, _ = label_texts(label_names)
+    ticks = [plain_text(tick) for tick in label_texts(label_names)[0]]  # class names come from the data
     size = 2.5 + 0.6 * len(ticks)
     fig, ax = plt.subplots(figsize=(size + 1, size))
     image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
@@ -119,5 +124,5 @@ def confusion_matrix(matrix, label_names: list[str], title: str, path: Path) -> 
     ax.set_yticks(range(len(ticks)), ticks)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
+    ax.set_title(plain_text(title))
     return _save(fig, path)

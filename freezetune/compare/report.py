@@ -174,17 +174,20 @@ def _p(p: float) -> str:
 
 
 def to_markdown(blocks) -> str:
+    """Markdown with every text HTML-escaped: markdown renderers pass raw HTML through, and class names,
+    data notes and paths come from the user's data (a label `<img onerror=...>` must stay text)."""
+    esc = lambda v: html.escape(str(v), quote=False)  # noqa: E731
     out = []
     for kind, *rest in blocks:
         if kind in ("h1", "h2"):
-            out.append(("# " if kind == "h1" else "## ") + rest[0])
+            out.append(("# " if kind == "h1" else "## ") + esc(rest[0]))
         elif kind == "p":
-            out.append(rest[0])
+            out.append(esc(rest[0]))
         elif kind == "img":
-            out.append(f"![{rest[1]}]({rest[0]})\n\n*{rest[1]}*")
+            out.append(f"![{esc(rest[1])}]({rest[0]})\n\n*{esc(rest[1])}*")
         else:
             header, rows = rest
-            cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
+            cell = lambda v: esc(v).replace("|", "\\|")  # noqa: E731
             out.append("\n".join(["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
                                  + ["| " + " | ".join(map(cell, row)) + " |" for row in rows]))
     return "\n\n".join(out) + "\n"

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from freezetune.compare.grid import METRICS_FILE, Run, StudyStrategy, execute, grid, parse_strategies
 from freezetune.compare.options import CompareOptions
 from freezetune.errors import UserError
-from freezetune.outputs import write_json_atomic
+from freezetune.outputs import check_not_input, check_writable, output_lock, write_json_atomic
 
 OPTIONS_FILE = "compare.json"
 # The validation split, when one must be made, is held out with this seed for every run: the split is
@@ -27,20 +27,27 @@ log = logging.getLogger("freezetune")
 
 
 def compare(options: CompareOptions) -> Path:
-    """Run the study into `options.output_dir` and return that folder (report.md, report.html, runs/, ...)."""
+    """Run the study into `options.output_dir` and return that folder (report.md, report.html, runs/, ...).
+
+    Everything that can be checked is checked before an existing folder is touched: the options (they check
+    themselves), the strategy names, the output location, the data, and that the model loads.
+    """
     from freezetune.compare.report import write_report
     from freezetune.data import load_splits
 
     strategies = parse_strategies(options.strategies)  # a bad name fails before any work
-    out = Path(options.output_dir).expanduser()
+    out = _check_output_location(options)
     splits = load_splits(options.data, options.text_column, options.label_column, SPLIT_SEED, options.validation_fraction)
-    _prepare_output(out, options)
-    lrs, selection = choose_learning_rates(strategies, options, splits, out)
-    runs = grid(strategies, options.seeds, lrs)
-    run_all(runs, splits, options, out)
-    by_strategy = sorted(runs, key=lambda run: strategies.index(run.strategy))  # the report's table order
-    results = [(run, _read_result(run.folder(out) / METRICS_FILE, splits)) for run in by_strategy]
-    write_report(out, options, splits, results, selection)
+    if any(not strategy.is_baseline for strategy in strategies):
+        _check_model_loads(options.model)
+    with output_lock(out):
+        _prepare_output(out, options)
+        lrs, selection = choose_learning_rates(strategies, options, splits, out)
+        runs = grid(strategies, options.seeds, lrs)
+        run_all(runs, splits, options, out)
+        by_strategy = sorted(runs, key=lambda run: strategies.index(run.strategy))  # the report's table order
+        results = [(run, _read_result(run.folder(out) / METRICS_FILE, splits)) for run in by_strategy]
+        write_report(out, options, splits, results, selection)
     return out
 
 
@@ -93,14 +100,30 @@ def _candidates(strategy: StudyStrategy, lr_grid: str) -> list[float]:
     return [float(v) for v in lr_grid.split(",")]
 
 
+def _check_output_location(options: CompareOptions) -> Path:
+    """The study folder, if it can be written and would not swallow the model or the data."""
+    if not options.output_dir:
+        raise UserError("compare needs --output-dir (or output_dir in the --config file)")
+    check_not_input(options.output_dir, {"--model": options.model, "--data": options.data})
+    return check_writable(options.output_dir)
+
+
+def _check_model_loads(model: str) -> None:
+    """The tokenizer and config of the transformer runs' model load (cheap: no weights)."""
+    from freezetune.models import load_config, load_tokenizer
+
+    load_tokenizer(model)
+    load_config(model)
+
+
 def _prepare_output(out: Path, options: CompareOptions) -> None:
-    """Refuse to mix studies: an existing folder needs --resume (a study, same settings) or --overwrite."""
+    """Refuse to mix studies: an existing folder must hold a study, and needs --resume (same settings) or --overwrite."""
     record = out / OPTIONS_FILE
     if out.exists() and any(out.iterdir()):
+        if not record.is_file() and (options.resume or options.overwrite):
+            raise UserError(f"{out} holds no study (no {OPTIONS_FILE}), so there is nothing to resume or replace: "
+                            "choose another --output-dir")
         if options.resume:
-            if not record.is_file():
-                raise UserError(f"cannot --resume {out}: it holds no study ({OPTIONS_FILE} is missing); "
-                                "choose the study's folder or another --output-dir")
             previous = json.loads(record.read_text(encoding="utf-8"))
             # An option missing from the record (a study from an older version) counts as changed.
             changed = [k for k, v in options.run_defining().items() if previous.get(k) != v]

@@ -6,15 +6,20 @@ same whatever the data came from.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from ..errors import UserError
 from .builtin import load_builtin
-from .sources import read_raw_splits
+from .sources import is_data_file, read_raw_splits, read_table
 from .splits import LABEL, TEXT, Splits
 
-__all__ = ["Splits", "load_splits", "TEXT", "LABEL"]
+__all__ = ["Splits", "load_splits", "EvaluationSet", "load_evaluation_set", "TEXT", "LABEL"]
+WHOLE_FILE = "whole file"
 
 
 def load_splits(
@@ -29,7 +34,8 @@ def load_splits(
     display_names: dict = {}
     if spec.startswith("builtin:"):
         builtin = load_builtin(spec.removeprefix("builtin:"))
-        frames, display_names = builtin.frames, builtin.label_names
+        frames = builtin.frames
+        display_names = {_label_name(raw): name for raw, name in builtin.label_names.items()}
         notes += builtin.cleaning
     else:
         frames = read_raw_splits(spec)
@@ -64,17 +70,18 @@ def load_splits(
     )
 
 
-def _label_sort_key(value):
+def _label_sort_key(name: str):
     # Numeric labels sort as numbers (2 before 10), others as strings: the notebook's sorted(set(labels)).
-    return (0, float(value), "") if _is_number(value) else (1, 0.0, str(value))
+    number = _as_number(name)
+    return (0, number, name) if number is not None else (1, 0.0, name)
 
 
-def _is_number(value) -> bool:
+def _as_number(name: str) -> float | None:
     try:
-        float(value)
-        return True
-    except (TypeError, ValueError):
-        return False
+        number = float(name)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _select_columns(frame: pd.DataFrame, split: str, text_column: str, label_column: str, notes: list[str]) -> pd.DataFrame:
@@ -85,26 +92,30 @@ def _select_columns(frame: pd.DataFrame, split: str, text_column: str, label_col
             f"{split} has no column {', '.join(repr(c) for c in missing)}; columns are: "
             f"{', '.join(map(str, frame.columns))} (choose with {flag})"
         )
-    out = pd.DataFrame({TEXT: frame[text_column], LABEL: frame[label_column]})
-    text = out[TEXT].astype("string").str.strip()
-    usable = text.notna() & (text != "") & out[LABEL].notna()
+    text = frame[text_column].astype("string").str.strip()
+    labels = frame[label_column].map(_label_name)
+    usable = text.notna() & (text != "") & labels.notna() & (labels != "")
     dropped = int((~usable).sum())
     if dropped:
         notes.append(f"{split}: dropped {dropped} rows with an empty or missing text or label")
     if not usable.any():
         raise UserError(f"{split} has no rows with both a text and a label: check the columns '{text_column}' and '{label_column}'")
-    out = out[usable].assign(**{TEXT: text[usable].astype(str)})
-    # Labels read from CSV are strings; keep integer-looking ones as ints so '10' sorts after '9'.
-    out[LABEL] = out[LABEL].map(_normalise_label)
-    return out.reset_index(drop=True)
+    padded = int((frame[label_column][usable].map(lambda v: isinstance(v, str) and v != v.strip())).sum())
+    if padded:
+        notes.append(f"{split}: removed spaces around {padded} labels (e.g. 'a ' is the label 'a')")
+    return pd.DataFrame({TEXT: text[usable].astype(str), LABEL: labels[usable]}).reset_index(drop=True)
 
 
-def _normalise_label(value):
+def _label_name(value) -> str | None:
+    """A label as the string that names its class: strings stripped, 3.0 -> '3', None/NaN -> None (missing).
+
+    Labels are names, whatever type the file stored them as, so one column never mixes ints and strings.
+    """
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
     if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return value
+        return str(int(value))
+    return str(value).strip()
 
 
 def _split_off_validation(train: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -116,3 +127,31 @@ def _split_off_validation(train: pd.DataFrame, fraction: float, seed: int) -> tu
     except ValueError as exc:
         raise UserError(f"cannot hold out a validation split from {len(train)} rows ({exc}): provide a validation file") from exc
     return kept.reset_index(drop=True), held.reset_index(drop=True)
+
+
+@dataclass
+class EvaluationSet:
+    """Labelled rows to score a trained model on; `labels` are class names, as in the model's id2label."""
+
+    split: str
+    """`train`, `validation`, `test`, or `whole file` (a single data file is evaluated whole)."""
+    texts: list[str]
+    labels: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
+def load_evaluation_set(spec: str, split: str | None = None, text_column: str = "sentence",
+                        label_column: str = "label") -> EvaluationSet:
+    """One data file, whole (whatever `split` says: it has no splits); otherwise the `split` of `spec`
+    (default: test if there is one, else validation, held out from train as in training)."""
+    if is_data_file(spec):
+        notes: list[str] = []
+        frame = _select_columns(read_table(Path(spec).expanduser()), "the file", text_column, label_column, notes)
+        return EvaluationSet(WHOLE_FILE, frame[TEXT].tolist(), frame[LABEL].tolist(), notes)
+    splits = load_splits(spec, text_column, label_column)
+    frames = {"train": splits.train, "validation": splits.validation, "test": splits.test}
+    split = split or splits.evaluation_split[0]
+    if frames.get(split) is None:
+        raise UserError(f"the data has no {split} split: choose one of {', '.join(k for k, v in frames.items() if v is not None)}")
+    frame = frames[split]
+    return EvaluationSet(split, frame[TEXT].tolist(), [splits.label_names[i] for i in frame[LABEL]], splits.notes)

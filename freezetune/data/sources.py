@@ -41,6 +41,11 @@ def read_raw_splits(spec: str) -> dict[str, pd.DataFrame]:
     )
 
 
+def is_data_file(spec: str) -> bool:
+    """Whether `spec` names one local data file (rather than a folder, a hub dataset or builtin data)."""
+    return not spec.startswith(("builtin:", "modelscope:", "hf:")) and Path(spec).expanduser().is_file()
+
+
 def read_table(path: Path) -> pd.DataFrame:
     """One data file as a frame; text files are decoded as UTF-8, UTF-8 with BOM, then GB18030."""
     suffix = path.suffix.lower()
@@ -51,9 +56,12 @@ def read_table(path: Path) -> pd.DataFrame:
             return pd.read_parquet(path)
         text = _decode(path)
         if suffix in (".csv", ".tsv"):
-            return pd.read_csv(io.StringIO(text), sep="\t" if suffix == ".tsv" else ",", dtype=object,
-                               keep_default_na=True)
-        # .json may be a JSON array or JSON lines; .jsonl is always lines.
+            # Every cell a string, none read as missing: a text or label spelled NA, null or None is kept as
+            # written (an empty cell is "", dropped later as empty).
+            return pd.read_csv(io.StringIO(text), sep="\t" if suffix == ".tsv" else ",", dtype=str,
+                               keep_default_na=False)
+        # .json may be a JSON array or JSON lines; .jsonl is always lines. Values keep their JSON types
+        # (only JSON null is missing; dtype=False: strings are not converted to numbers).
         lines = suffix == ".jsonl" or not text.lstrip().startswith("[")
         return pd.read_json(io.StringIO(text), lines=lines, dtype=False)
     except UserError:

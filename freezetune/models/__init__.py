@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import sys
 from pathlib import Path
 from typing import Literal, get_args
@@ -29,11 +30,19 @@ def resolve_model(name: str) -> str:
 def _load(loader, name: str, **kwargs):
     from . import mean_pool  # noqa: F401  registers the mean-pooling head with the Auto classes
 
+    from safetensors import SafetensorError
+
     source = resolve_model(name)
     try:
         return loader(source, **kwargs)
     except UserError:
         raise
+    except SafetensorError as exc:  # a damaged or truncated model.safetensors
+        raise UserError(f"cannot load model from {source}: its weights file is damaged ({_first_line(exc)}): "
+                        "copy or train the model again") from exc
+    except pickle.UnpicklingError as exc:  # a .bin that is not plain tensors: torch.load(weights_only=True) refuses it
+        raise UserError(f"cannot load model from {source}: its pytorch_model.bin holds more than weights (code or "
+                        "objects) and was refused: use a model saved as safetensors from a source you trust") from exc
     except (OSError, ValueError, KeyError) as exc:
         if source.startswith(("/", "./", "../", "~")) and not Path(source).expanduser().exists():
             raise UserError(f"model folder {source} not found: pass an existing folder or a hub id with --model") from exc
@@ -120,3 +129,20 @@ def load_classifier(name: str, label_names: list[str] | None = None, init: Init 
         # A checkpoint that already has a head of another size (e.g. a fine-tuned model) gets a new one.
         kwargs["ignore_mismatched_sizes"] = True
     return _load(AutoModelForSequenceClassification.from_pretrained, name, **kwargs)
+
+
+def load_trained_classifier(name: str):
+    """A sequence classifier whose weights include its head: for prediction, evaluation and export.
+
+    A bare encoder (e.g. bert-base-chinese) loads too, with a randomly initialised head, and would predict
+    `LABEL_0`/`LABEL_1` at random; it is refused. Folders written by `freezetune train` always hold the head.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    model, info = _load(AutoModelForSequenceClassification.from_pretrained, name, output_loading_info=True)
+    missing = sorted(info["missing_keys"])
+    if missing:
+        raise UserError(f"--model {name} is not a trained classifier: its weights lack {', '.join(missing[:3])}"
+                        f"{', ...' if len(missing) > 3 else ''} (the head would predict at random); "
+                        "pass a folder written by `freezetune train`, or train one from it")
+    return model
