@@ -169,7 +169,8 @@ def _check_prediction_output(args) -> Path | None:
         raise UserError(f"--output {output} is a folder: choose a .csv or .jsonl file name")
     if output.exists() and not args.overwrite:
         raise UserError(f"{output} already exists: choose another --output or pass --overwrite")
-    check_not_input(output, {"--file": args.file, "--model": args.model}, flag="--output")
+    for model in args.model:
+        check_not_input(output, {"--file": args.file, "--model": model}, flag="--output")
     return check_writable(output, flag="--output")
 
 

@@ -182,3 +182,20 @@ def test_decision_rule_and_temperature_are_fitted_on_validation_and_folded(tiny_
 def test_bad_loss_is_refused_before_work(tiny_bert, tiny_csv_dir, tmp_path):
     with pytest.raises(UserError, match="--loss 'focal:gamma=-1' is not valid"):
         tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", loss="focal:gamma=-1")
+
+
+def test_a_diverged_run_stops_with_one_line():
+    from types import SimpleNamespace
+
+    from freezetune.training.run import StopOnNonFiniteLoss
+
+    callback = StopOnNonFiniteLoss()
+    callback.on_log(None, SimpleNamespace(epoch=1.0), None, logs={"loss": 0.7})  # a finite loss passes
+    with pytest.raises(UserError, match="the training loss became nan in epoch 2: the run diverged; lower --lr"):
+        callback.on_log(None, SimpleNamespace(epoch=1.5), None, logs={"loss": float("nan")})
+
+
+def test_max_length_beyond_the_positions_is_refused_before_training(tiny_bert, tiny_csv_dir, tmp_path):
+    with pytest.raises(UserError, match="--max-length 100 is more than the model's 64 positions"):
+        train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", max_length=100))
+    assert not (tmp_path / "out").exists()

@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from ..measure import peak_memory_mb
 from ..metrics import classification_report, summary_metrics
 from ..models import describe_model, load_classifier, load_tokenizer
 from ..models.head import fold_into_classifier
-from ..outputs import check_output_dir, staged_output_dir, write_json_atomic
+from ..outputs import check_not_input, check_output_dir, output_lock, scratch_dir, staged_output_dir, write_json_atomic
 from ..precision import resolve_precision
 from ..results import RunResult
 from ..strategies import Strategy, TrainPlan, frozen_prefix, parameter_counts, parse_strategy, prepare as prepare_strategy
@@ -96,10 +95,12 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
         from .lr_search import train_with_lr_search
 
         return train_with_lr_search(config, splits)
-    run = prepare(config, splits)
-    # Scratch space for the Trainer (which saves nothing there) and a strategy's extra files, gone at the end.
-    with tempfile.TemporaryDirectory(prefix="freezetune-trainer-") as scratch:
-        run.scratch = Path(scratch)
+    check_not_input(config.output_dir, {"--model": config.model, "--data": config.data})
+    # The lock: a second run into the same folder is refused, naming this one. Scratch space for the Trainer
+    # (which saves nothing there) and a strategy's extra files; a killed run's is removed by the next run.
+    with output_lock(config.output_dir), scratch_dir("freezetune-trainer-") as scratch:
+        run = prepare(config, splits)
+        run.scratch = scratch
         fitted = fit(run)
         result = evaluate(run, fitted)
         if fitted.trainer.args.should_save:  # the main process (the only one without torchrun)
@@ -120,6 +121,7 @@ def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
     set_seed(config.seed)  # before the model is built: the new head's initial weights depend on it
     tokenizer = load_tokenizer(config.model)
     model = load_classifier(config.model, splits.label_names, init=config.init)
+    _check_max_length(config.max_length, model)
     train_features = tokenize_frame(tokenizer, splits.train, config.max_length)
     plan = TrainPlan(epochs=config.epochs, steps_per_epoch=math.ceil(len(train_features) / config.batch_size))
     params = prepare_strategy(strategy, model, plan)
@@ -140,6 +142,15 @@ def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
     if run.loss_weights is not None:
         run.say("class weights (loss): " + ", ".join(f"{n} {w:.2f}" for n, w in zip(splits.label_names, run.loss_weights.tolist())))
     return run
+
+
+def _check_max_length(max_length: int, model) -> None:
+    """Refuse a --max-length beyond the model's positions up front (it would crash mid-training otherwise)."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if model.config.model_type in ("roberta", "xlm-roberta", "camembert"):
+        limit = limit - model.config.pad_token_id - 1 if limit else limit  # their positions start after the pad id
+    if limit and max_length > limit:
+        raise UserError(f"--max-length {max_length} is more than the model's {limit} positions: use at most {limit}")
 
 
 def tokenize_frame(tokenizer, frame, max_length: int) -> list[dict]:
@@ -173,7 +184,8 @@ def fit(run: Run) -> Fitted:
         trainer = Trainer(
             model=run.model, args=args, train_dataset=train_set, eval_dataset=validation_set,
             processing_class=run.tokenizer, data_collator=collator, compute_metrics=_compute_metrics,
-            callbacks=[best_epoch, *run.strategy.callbacks(run.model, run.plan)], optimizers=(optimizer, None),
+            callbacks=[best_epoch, StopOnNonFiniteLoss(), *run.strategy.callbacks(run.model, run.plan)],
+            optimizers=(optimizer, None),
             compute_loss_func=run.loss,
         )
         trainer.train()
@@ -217,6 +229,16 @@ class BestEpochCallback(TrainerCallback):
     def restore_best(self) -> None:
         for param, saved in zip(self.params, self.snapshot):
             param.copy_(saved)
+
+
+class StopOnNonFiniteLoss(TrainerCallback):
+    """A loss that became nan or inf means a diverged run (too large a learning rate): stop it, write nothing."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise UserError(f"the training loss became {loss} in epoch {math.ceil(state.epoch or 1)}: the run diverged; "
+                            "lower --lr (or use --precision fp32); nothing was written")
 
 
 def training_arguments(config: TrainConfig, precision: str, scratch_dir: str) -> TrainingArguments:
