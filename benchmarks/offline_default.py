@@ -14,6 +14,7 @@ interruption continues with the runs not yet finished.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 from machine import describe_machine
 
 from freezetune.compare import CompareOptions, compare
-from freezetune.compare.options import load_yaml
+from freezetune.configs import load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT_FILES = ("report.md", "report.html", "results.csv")
@@ -30,14 +31,14 @@ REPORT_FILES = ("report.md", "report.html", "results.csv")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(ROOT / "configs" / "offline-default.yaml"))
+    parser.add_argument("--config", default="offline-default", help="a packaged config name or a YAML file")
     parser.add_argument("--seeds", help="override the config's seeds, e.g. 0,1")
     parser.add_argument("--strategies", help="override the config's strategies")
     parser.add_argument("--work", default=str(ROOT / "runs" / "offline-default"), help="the study folder (models stay here)")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "offline-default"))
     args = parser.parse_args()
 
-    values = load_yaml(args.config)
+    values = load_yaml(args.config, valid=[f.name for f in dataclasses.fields(CompareOptions)])
     values.update({k: v for k, v in (("seeds", args.seeds), ("strategies", args.strategies)) if v})
     work = Path(args.work)
     options = CompareOptions(**values, output_dir=str(work), resume=work.exists())

@@ -1,6 +1,6 @@
 """Where a training step's time goes: torch.profiler over a few steps of one strategy on the builtin model.
 
-    python benchmarks/profile_step.py [--freeze none|N|head] [--freeze-embeddings] [--steps 20] [--precision auto|fp32|bf16]
+    python benchmarks/profile_step.py [--strategy full|freeze6+emb|lora|...] [--steps 20] [--precision auto|fp32|bf16]
 
 Runs the same pieces `train` uses (compact word embeddings, autocast at the resolved precision; the
 frozen-prefix cache is not involved: this profiles the layers that train) on real inews batches, and prints the operators that take the most time.
@@ -15,19 +15,18 @@ import torch
 from transformers import DataCollatorWithPadding
 
 from freezetune import load_splits
-from freezetune.compact_embedding import compact_word_embeddings
+from freezetune.training.compact_embedding import compact_word_embeddings
 from freezetune.models import load_classifier, load_tokenizer
 from freezetune.precision import autocast, resolve_precision
-from freezetune.training import tokenize_frame
-from freezetune.tuning import apply_strategy, parse_strategy
+from freezetune.strategies import TrainPlan, parameter_counts, parse_strategy, prepare
+from freezetune.training.run import tokenize_frame
 
 MODEL = "builtin:multilingual-e5-small"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--freeze", default="none")
-    parser.add_argument("--freeze-embeddings", action="store_true")
+    parser.add_argument("--strategy", default="full", help="any training strategy, e.g. full, freeze6+emb, lora")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--precision", default="auto")
@@ -37,7 +36,9 @@ def main() -> None:
     splits = load_splits("builtin:inews")
     tokenizer = load_tokenizer(MODEL)
     model = load_classifier(MODEL, splits.label_names).train()
-    counts = apply_strategy(model, parse_strategy(args.freeze, args.freeze_embeddings))
+    strategy = parse_strategy(args.strategy)
+    prepare(strategy, model, TrainPlan(epochs=1, steps_per_epoch=args.steps))
+    counts = parameter_counts(model, strategy)
     features = tokenize_frame(tokenizer, splits.train, 30)
     collate = DataCollatorWithPadding(tokenizer)
     batches = [collate(features[i : i + args.batch_size]) for i in range(0, args.steps * args.batch_size, args.batch_size)]
@@ -56,7 +57,7 @@ def main() -> None:
             for batch in batches[1:]:
                 with torch.profiler.record_function("forward+backward+step"):
                     step(batch)
-    print(f"strategy --freeze {args.freeze}{' --freeze-embeddings' if args.freeze_embeddings else ''}: "
+    print(f"strategy {strategy.spec()}: "
           f"{counts['trainable_params']:,} trainable parameters, {len(batches) - 1} steps of batch {args.batch_size}, {precision}")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18))
 

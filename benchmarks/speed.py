@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-# strategy -> (freezetune --freeze, --freeze-embeddings)
-STRATEGIES = {"full": ("none", False), "freeze6": ("6", False), "freeze6+emb": ("6", True), "head": ("head", False)}
+# The strategies this benchmark compares with the notebook's freezing loop (any strategy name works for `train`).
+STRATEGIES = ("full", "freeze6", "freeze6+emb", "head")
 # --ablation: freezetune with one shortcut turned off (TrainConfig overrides), where the strategy uses it
 ABLATIONS = {
     "fp32 (no bf16 autocast)": {"precision": "fp32"},
@@ -119,9 +119,8 @@ def run_freezetune(splits, model_name: str, strategy: str, args: dict, output_di
     from freezetune import TrainConfig
     from freezetune.training import train
 
-    freeze, freeze_embeddings = STRATEGIES[strategy]
     config = TrainConfig(
-        output_dir=output_dir, model=model_name, data=args["data"], freeze=freeze, freeze_embeddings=freeze_embeddings,
+        output_dir=output_dir, model=model_name, data=args["data"], strategy=strategy,
         epochs=args["epochs"], batch_size=args["batch_size"], eval_batch_size=args["batch_size"], lr=args["lr"],
         max_length=args["max_length"], seed=args["seed"], overwrite=True, **overrides,
     )
@@ -261,10 +260,10 @@ def reference_layers(strategy: str, layers: int) -> int:
     return {"full": 0, "freeze6": 6, "freeze6+emb": 6, "head": layers}[strategy]
 
 
-def ablations(parsed) -> dict:
+def ablations(embeddings_frozen: bool) -> dict:
     """The shortcuts this strategy uses, each to be turned off once: compact embeddings only train where the
     embeddings do, the prefix cache only exists where they are frozen."""
-    skip = "no prefix cache" if not parsed.freeze_embeddings else "no compact embeddings"
+    skip = "no compact embeddings" if embeddings_frozen else "no prefix cache"
     return {name: overrides for name, overrides in ABLATIONS.items() if name != skip}
 
 
@@ -279,7 +278,7 @@ def benchmark(args) -> dict:
 
     import freezetune.models.mean_pool  # noqa: F401  registers the builtin model's config type
     from freezetune.models import load_tokenizer, resolve_model
-    from freezetune.tuning import parse_strategy
+    from freezetune.strategies import HeadOnly, parse_strategy
 
     splits = load_data(args)
     config = AutoConfig.from_pretrained(resolve_model(args.model))
@@ -298,8 +297,9 @@ def benchmark(args) -> dict:
     references, rows, ablation_rows = {}, [], []
     with tempfile.TemporaryDirectory() as work:
         for strategy in args.strategies:
-            parsed = parse_strategy(*STRATEGIES[strategy])
-            frozen = config.num_hidden_layers if parsed.frozen_layers is None else parsed.frozen_layers
+            parsed = parse_strategy(strategy)
+            frozen = config.num_hidden_layers if isinstance(parsed, HeadOnly) else parsed.frozen_bottom()
+            embeddings_frozen = isinstance(parsed, HeadOnly) or "emb" in parsed.spec().split("+")
             frozen_ref = reference_layers(strategy, config.num_hidden_layers)
             if not args.skip_reference and frozen_ref not in references:
                 print(f"[speed] (a) reference, {frozen_ref} layers frozen", file=sys.stderr)
@@ -308,13 +308,13 @@ def benchmark(args) -> dict:
             print(f"[speed] (b) freezetune {strategy}", file=sys.stderr)
             run = repeated(args.repeats, run_freezetune, splits, args.model, strategy, shared, str(Path(work) / strategy), {})
             rows.append({"strategy": strategy, "reference_frozen_layers": frozen_ref,
-                         "reference": references.get(frozen_ref), "freezetune": with_flops(run, frozen, not parsed.freeze_embeddings, padded=False)})
-            for name, overrides in (ablations(parsed) if args.ablation else {}).items():
+                         "reference": references.get(frozen_ref), "freezetune": with_flops(run, frozen, not embeddings_frozen, padded=False)})
+            for name, overrides in (ablations(embeddings_frozen) if args.ablation else {}).items():
                 print(f"[speed] (b) freezetune {strategy}, {name}", file=sys.stderr)
                 variant = repeated(args.repeats, run_freezetune, splits, args.model, strategy, shared,
                                    str(Path(work) / "ablation"), overrides)
                 ablation_rows.append({"strategy": strategy, "variant": name, "overrides": overrides,
-                                      "freezetune": with_flops(variant, frozen, not parsed.freeze_embeddings, padded=False)})
+                                      "freezetune": with_flops(variant, frozen, not embeddings_frozen, padded=False)})
         for row in rows + ablation_rows:
             for run in (row.get("reference"), row["freezetune"]):
                 if run:
