@@ -30,6 +30,16 @@ def synthetic_frame(n: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def tiny_config(tiny_bert, tiny_csv_dir, output_dir, **overrides):
+    """A TrainConfig for the tiny model and data, under which the tiny model learns (it predicts all three
+    classes), so that a mix-up of prediction order shows in tests."""
+    from freezetune import TrainConfig
+
+    settings = dict(output_dir=str(output_dir), model=str(tiny_bert), data=str(tiny_csv_dir), strategy="freeze1",
+                    epochs=3, batch_size=4, lr=5e-3, max_length=16)
+    return TrainConfig(**{**settings, **overrides})
+
+
 @pytest.fixture(scope="session")
 def tiny_csv_dir(tmp_path_factory):
     """A folder with train.csv / validation.csv / test.csv (columns sentence,label; string labels)."""

@@ -35,9 +35,16 @@ def test_tokenize_single_and_pair(capsys, tiny_bert):
     assert pair["token_type_ids"] == [0, 0, 0, 0, 1, 1, 1]
 
 
-def test_train_prints_the_report(model_dir):
-    metrics = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
-    assert metrics["evaluation_split"] == "test" and len(metrics["epochs"]) == 1
+def test_train_prints_the_report(capsys, tiny_bert, tiny_csv_dir, tmp_path):
+    out = tmp_path / "model"
+    code, stdout, stderr = run(capsys, "train", "--model", tiny_bert, "--data", tiny_csv_dir, "--output-dir", out,
+                               "--epochs", "1", "--lr", "5e-3", "--max-length", "16", "--strategy", "head")
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert code == 0 and f"test report (best epoch {metrics['best_epoch']}):" in stdout
+    assert f"accuracy {metrics['evaluation']['accuracy']:.4f}" in stdout
+    for name in metrics["label_names"]:
+        assert f"\n{name}" in stdout  # one row per class
+    assert "[freezetune] data: train" in stderr and "strategy head" in stderr  # progress goes to stderr
 
 
 def test_predict_texts_and_file(capsys, model_dir, tmp_path):

@@ -36,7 +36,15 @@ def test_paired_bootstrap_difference_and_p_values():
     other = np.array([[0, 1, 1, 0], [0, 1, 1, 1]])
     delta, p = paired_bootstrap(labels, reference, other, "accuracy", resamples=500)
     assert delta == pytest.approx(0.25)
-    assert 0 < p <= 1
+    # The exact bootstrap p: all 4^4 equally likely resamples of the 4 examples, enumerated.
+    import itertools
+
+    resamples = np.array(list(itertools.product(range(4), repeat=4)))
+    deltas = scores(labels[resamples], other[:, resamples], "accuracy").mean(0) - \
+        scores(labels[resamples], reference[:, resamples], "accuracy").mean(0)
+    exact = np.mean(np.abs(deltas - 0.25) >= 0.25 - 1e-12)
+    _, estimate = paired_bootstrap(labels, reference, other, "accuracy", resamples=20000)
+    assert 0 < exact < 1 and estimate == pytest.approx(exact, abs=0.01)
     # Identical predictions: every resampled difference is 0, as far from 0 as the observed one -> p = 1.
     assert paired_bootstrap(labels, reference, reference, resamples=100) == (0.0, 1.0)
     # Always right vs always wrong: every resample differs by exactly +1, none as extreme as 0 -> p = 1/(B+1).

@@ -12,7 +12,7 @@ from freezetune.models.mean_pool import MeanPoolBertConfig
 from freezetune.training.prefix_cache import collate_cached, encode_prefix, top_only
 from freezetune.training import train
 
-from .test_training import tiny_config
+from .conftest import tiny_config
 
 SIZES = dict(vocab_size=60, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
              max_position_embeddings=40, num_labels=3, pad_token_id=0)

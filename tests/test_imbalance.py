@@ -10,7 +10,7 @@ from freezetune import UserError
 from freezetune.losses import class_weights, make_loss
 from freezetune.training import train
 
-from .test_training import tiny_config
+from .conftest import tiny_config
 
 
 def test_balanced_weights_give_every_class_the_same_total_weight():

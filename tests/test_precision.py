@@ -10,7 +10,7 @@ from freezetune import precision as precision_module
 from freezetune.precision import autocast, resolve_precision
 from freezetune.training import train
 
-from .test_training import tiny_config
+from .conftest import tiny_config
 
 
 @pytest.mark.parametrize("native", [True, False])

@@ -14,13 +14,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from freezetune import TrainConfig, UserError
 from freezetune.training import train
 
-
-def tiny_config(tiny_bert, tiny_csv_dir, output_dir, **overrides) -> TrainConfig:
-    # Settings under which the tiny model learns (it predicts all three classes), so that a mix-up of
-    # prediction order would show in the tests below.
-    settings = dict(output_dir=str(output_dir), model=str(tiny_bert), data=str(tiny_csv_dir), strategy="freeze1",
-                    epochs=3, batch_size=4, lr=5e-3, max_length=16)
-    return TrainConfig(**{**settings, **overrides})
+from .conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +100,25 @@ def test_existing_output_is_refused_and_untouched(trained, tiny_bert, tiny_csv_d
     with pytest.raises(UserError, match="already exists.*--overwrite"):
         train(tiny_config(tiny_bert, tiny_csv_dir, out))
     assert (out / "metrics.json").read_bytes() == before
+
+
+def test_overwrite_replaces_an_existing_result(trained, tiny_bert, tiny_csv_dir, tmp_path):
+    out, metrics = trained
+    target = tmp_path / "out"
+    train(tiny_config(tiny_bert, tiny_csv_dir, target, epochs=1))
+    first = json.loads((target / "metrics.json").read_text())
+    train(tiny_config(tiny_bert, tiny_csv_dir, target, overwrite=True))  # 3 epochs this time
+    replaced = json.loads((target / "metrics.json").read_text())
+    assert len(first["epochs"]) == 1 and len(replaced["epochs"]) == 3
+    assert replaced["evaluation_predictions"] == metrics["evaluation_predictions"]  # the same run as `trained`
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging or old folder left
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement(tiny_bert, tiny_csv_dir, tmp_path):
+    # lr 0 from a fixed head: the validation metric never improves after epoch 1, so patience 1 stops at epoch 2.
+    metrics = train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", strategy="head", lr=1e-12, epochs=5,
+                                early_stopping=1))
+    assert [row["epoch"] for row in metrics["epochs"]] == [1, 2] and metrics["best_epoch"] == 1
 
 
 def test_interrupted_run_leaves_no_output(tiny_bert, tiny_csv_dir, tmp_path, monkeypatch):
