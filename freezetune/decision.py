@@ -17,6 +17,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from .errors import UserError
+from .metrics import classification_report
 
 Decision = Literal["argmax", "macro_f1"]
 DECISIONS: tuple[str, ...] = get_args(Decision)
@@ -40,6 +41,26 @@ def decision_offsets(decision: str, logits, labels) -> np.ndarray:
     if decision == "argmax":
         return np.zeros(logits.shape[1])
     return fit_logit_offsets(logits, labels, metric=decision)
+
+
+def reports_by_rule(validation: tuple, evaluation: tuple, label_names: list[str], served: tuple[str, dict]) -> dict[str, dict]:
+    """The evaluation split's classification report under every decision rule, from one training.
+
+    So a user sees what the rule changes without training twice. `validation` and `evaluation` are
+    (temperature-scaled logits, labels) pairs; each other rule's offsets are fitted on validation only, as
+    training fits them. `served` is the run's own (rule, report), kept as it is: that report is what the saved
+    classifier (offsets folded in) predicts, and recomputing it here could differ from it by float rounding.
+    """
+    served_rule, served_report = served
+    logits, labels = evaluation
+    reports = {}
+    for rule in DECISIONS:
+        if rule == served_rule:
+            reports[rule] = served_report
+            continue
+        offsets = decision_offsets(rule, *validation)
+        reports[rule] = classification_report(labels, np.argmax(np.asarray(logits) + offsets, axis=1), label_names)
+    return reports
 
 
 def score(labels: np.ndarray, preds: np.ndarray, n_classes: int, metric: OffsetMetric) -> float:

@@ -9,7 +9,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .metrics import classification_report
+
+PROBABILITY_DECIMALS = 4
+"""Enough to average seeds' probabilities (compare's seed ensembles); more would only make metrics.json larger."""
 
 
 @dataclass(kw_only=True)
@@ -25,6 +30,8 @@ class RunResult:
     """`test` when the data has one, else `validation`."""
     evaluation: dict
     evaluation_predictions: list[int]
+    evaluation_probabilities: list[list[float]] | None = None
+    """Per evaluation example, the class probabilities the run predicts with, rounded (`rounded_probabilities`)."""
     strategy: str
     trainable_params: int
     total_params: int
@@ -53,7 +60,12 @@ def epoch_row(epoch: int, train_loss: float | None, eval_loss: float | None, val
             **{m: validation[m] for m in ("accuracy", "macro_f1", "weighted_f1")}}
 
 
-def scored_result(splits, evaluation_predictions, **fields) -> RunResult:
+def rounded_probabilities(probabilities) -> list[list[float]]:
+    """(examples, classes) probabilities as metrics.json records them: plain floats, PROBABILITY_DECIMALS decimals."""
+    return np.round(np.asarray(probabilities, dtype=np.float64), PROBABILITY_DECIMALS).tolist()
+
+
+def scored_result(splits, evaluation_predictions, evaluation_probabilities=None, **fields) -> RunResult:
     """A RunResult whose evaluation report is computed here, so every kind of run is scored by the same code."""
     split_name, frame = splits.evaluation_split
     predictions = [int(p) for p in evaluation_predictions]
@@ -61,6 +73,7 @@ def scored_result(splits, evaluation_predictions, **fields) -> RunResult:
         evaluation_split=split_name,
         evaluation=classification_report(frame["label"].tolist(), predictions, splits.label_names),
         evaluation_predictions=predictions,
+        evaluation_probabilities=None if evaluation_probabilities is None else rounded_probabilities(evaluation_probabilities),
         label_names=list(splits.label_names),
         data_notes=list(splits.notes),
         **fields,

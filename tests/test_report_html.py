@@ -32,7 +32,7 @@ def report(tiny_csv_dir, tmp_path_factory):
 
 def test_report_renders_tables_and_embedded_images(report, tmp_path):
     dom = chromium(tmp_path, "--dump-dom", report.as_uri()).stdout
-    assert dom.count("<table") == 3  # summary, per-class F1, per-epoch
+    assert dom.count("<table") == 4  # classes, summary, per-class, per-epoch
     images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', dom)
     assert len(images) == 3  # learning curves, F1 vs params, confusion matrix (no transformer runs here)
     assert "src=\"http" not in dom and "file:" not in dom  # self-contained

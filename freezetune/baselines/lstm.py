@@ -63,17 +63,20 @@ def _batch(encoded: list[list[int]], rows) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def _predict(model, encoded, labels, batch_size) -> tuple[np.ndarray, float]:
-    """Predictions in row order and the mean cross-entropy; batches are length-sorted to pad little."""
+def _predict(model, encoded, labels, batch_size) -> tuple[np.ndarray, float, np.ndarray]:
+    """Predictions in row order, the mean cross-entropy and the class probabilities; batches are length-sorted
+    to pad little."""
     model.eval()
     order = np.argsort([len(s) for s in encoded], kind="stable")
     preds, loss = np.empty(len(encoded), dtype=int), 0.0
+    probabilities = np.empty((len(encoded), model.classifier.out_features))
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         logits = model(*_batch(encoded, rows))
         loss += nn.functional.cross_entropy(logits, torch.as_tensor(labels[rows]), reduction="sum").item()
         preds[rows] = logits.argmax(-1).numpy()
-    return preds, loss / len(encoded)
+        probabilities[rows] = logits.softmax(-1).numpy()
+    return preds, loss / len(encoded), probabilities
 
 
 def run_lstm(
@@ -114,7 +117,7 @@ def run_lstm(
                 loss.backward()
                 optimizer.step()
                 losses.append(loss.item())
-            val_preds, val_loss = _predict(model, val_x, val_y, eval_batch_size)
+            val_preds, val_loss, _ = _predict(model, val_x, val_y, eval_batch_size)
             report = classification_report(val_y.tolist(), val_preds, splits.label_names)
             rows.append(epoch_row(epoch, float(np.mean(losses)), val_loss, report))
             if best is None or report[metric] > best[1][metric]:
@@ -122,7 +125,7 @@ def run_lstm(
         seconds = time.perf_counter() - start
         model.load_state_dict(best_state)
         eval_frame = splits.evaluation_split[1]
-        eval_preds, _ = _predict(model, encode(eval_frame), eval_frame["label"].to_numpy(), eval_batch_size)
+        eval_preds, _, eval_probs = _predict(model, encode(eval_frame), eval_frame["label"].to_numpy(), eval_batch_size)
     n_params = sum(p.numel() for p in model.parameters())
     return scored_result(
         splits,
@@ -132,6 +135,7 @@ def run_lstm(
         best_epoch=best[0],
         validation=best[1],
         evaluation_predictions=eval_preds,
+        evaluation_probabilities=eval_probs,
         trainable_params=n_params,
         total_params=n_params,
         train_seconds=seconds,

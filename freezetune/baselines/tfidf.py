@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
@@ -47,7 +48,8 @@ def run_tfidf(splits, seed: int = 0, class_weight: str = "none", metric: str = "
         model, validation = fits[best], reports[best]
         seconds = time.perf_counter() - start
         eval_loss = float(log_loss(labels, model.predict_proba(val_features), labels=model.classes_))
-        eval_preds = model.predict(vectorizer.transform(splits.evaluation_split[1]["text"]))
+        eval_features = vectorizer.transform(splits.evaluation_split[1]["text"])
+        eval_preds, eval_probs = model.predict(eval_features), _probabilities(model, eval_features, len(splits.label_names))
     n_params = model.coef_.size + model.intercept_.size
     grid = [{"C": float(c), "accuracy": report["accuracy"], "macro_f1": report["macro_f1"]} for c, report in zip(c_grid, reports)]
     return scored_result(
@@ -58,6 +60,7 @@ def run_tfidf(splits, seed: int = 0, class_weight: str = "none", metric: str = "
         best_epoch=1,
         validation=validation,
         evaluation_predictions=eval_preds,
+        evaluation_probabilities=eval_probs,
         trainable_params=n_params,
         total_params=n_params,
         train_seconds=seconds,
@@ -70,3 +73,10 @@ def run_tfidf(splits, seed: int = 0, class_weight: str = "none", metric: str = "
 def _fit(c: float, class_weight: str, seed: int, features, labels) -> LogisticRegression:
     weighting = None if class_weight == "none" else class_weight
     return LogisticRegression(C=c, max_iter=2000, class_weight=weighting, random_state=seed).fit(features, labels)
+
+
+def _probabilities(model: LogisticRegression, features, n_classes: int) -> np.ndarray:
+    """(texts, n_classes) probabilities; a class train lacks (the model never saw it) gets probability 0."""
+    probabilities = np.zeros((features.shape[0], n_classes))
+    probabilities[:, model.classes_] = model.predict_proba(features)
+    return probabilities

@@ -13,10 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from freezetune.calibration import ECE_BINS
 from freezetune.compare import plots
 from freezetune.compare.grid import Run
 from freezetune.compare.stats import mcnemar_exact, paired_bootstrap
-from freezetune.compare.tables import per_run, results_frame, summary_frame
+from freezetune.compare.tables import (
+    PER_CLASS, TRADEOFF_TOLERANCE, best_tradeoff, calibration_frame, class_counts_frame, ensemble_frame, per_run,
+    recipes_frame, results_frame, summary_frame,
+)
 
 ALPHA = 0.05
 BUILTIN_NOTE = (
@@ -28,7 +32,8 @@ BUILTIN_NOTE = (
 def write_report(output_dir: Path, options, splits, results: list[tuple[Run, dict]], selection: dict | None = None) -> None:
     """Write every report file into `output_dir`; each file appears whole (written aside, then renamed)."""
     frame = results_frame(results)
-    summary = summary_frame(frame, splits.label_names)
+    ensembles = ensemble_frame(results, splits.evaluation_split[1]["label"].to_numpy())
+    summary = summary_frame(frame, splits.label_names).merge(ensembles, on="strategy", how="left")
     staging = output_dir / f".report-{os.getpid()}"
     staging.mkdir(exist_ok=True)
     frame.to_csv(staging / "results.csv", index=False)
@@ -92,25 +97,23 @@ def _blocks(options, splits, frame, summary, results, images, selection: dict) -
              f"Final numbers are on the {eval_name} split with each run's best epoch by validation {options.metric}. "
              f"Transformer runs: {options.epochs} epochs, batch size {options.batch_size}, "
              f"learning rate {'chosen per strategy on validation (below)' if selection else options.lr}, "
-             f"max length {options.max_length}, precision {precision}, class weights {options.class_weights}. "
+             f"max length {options.max_length}, precision {precision}, loss {options.loss}, class weights "
+             f"{options.class_weights}, decision rule {options.decision}, calibration {options.calibration}. "
              f"Seeds: {', '.join(map(str, options.seeds))}.")
     blocks = [("h1", "freezetune compare: the freezing study"), ("p", about)]
     if options.model.startswith("builtin:"):
         blocks.append(("p", BUILTIN_NOTE.format(model=options.model)))
     blocks += [("p", f"Data note: {note}") for note in splits.notes]
+    blocks += class_count_blocks(splits)
     if selection:
         blocks += _selection_blocks(selection, options.metric)
 
-    blocks += [("h2", f"Summary on the {eval_name} split (mean ± std over seeds)"), ("table", [
-        "strategy", "seeds", "accuracy", "macro-F1", "trainable params", "train time (s)", "samples/s", "peak memory (MB)"
-    ], [[r["strategy"], r["seeds"], _pm(r["accuracy_mean"], r["accuracy_std"]), _pm(r["macro_f1_mean"], r["macro_f1_std"]),
-         f"{r['trainable_params']:,}", _pm(r["train_seconds_mean"], r["train_seconds_std"], 1),
-         _pm(r["train_samples_per_second_mean"], r["train_samples_per_second_std"], 1),
-         _pm(r["peak_memory_mb_mean"], r["peak_memory_mb_std"], 0)] for _, r in summary.iterrows()])]
-    blocks += [("h2", f"Per-class F1 on the {eval_name} split (mean ± std over seeds)"), ("table", [
-        "strategy", *splits.label_names
-    ], [[r["strategy"], *(_pm(r[f"f1[{n}]_mean"], r[f"f1[{n}]_std"]) for n in splits.label_names)]
-        for _, r in summary.iterrows()])]
+    recipes = recipes_frame(results)
+    blocks += _summary_blocks(summary, eval_name)
+    blocks.append(("p", tradeoff_sentence(recipes, eval_name)))
+    blocks += _decision_blocks(recipes, eval_name)
+    blocks += per_class_blocks(summary, splits.label_names, eval_frame["label"].to_numpy(), eval_name)
+    blocks += calibration_blocks(calibration_frame(results), eval_name)
 
     reference = "full" if "full" in set(summary["strategy"]) else summary["strategy"].iloc[0]
     blocks += [("h2", f"Significance against {reference}"), ("p", (
@@ -127,6 +130,85 @@ def _blocks(options, splits, frame, summary, results, images, selection: dict) -
          _num(r["validation_loss"]), _num(r["validation_accuracy"]), _num(r["validation_macro_f1"])]
         for _, r in frame.iterrows()])]
     return blocks
+
+
+def class_count_blocks(splits) -> list[tuple]:
+    """Examples per class in every split, with each class's share: how imbalanced the data is."""
+    counts = class_counts_frame(splits)
+    shares = counts / counts.sum()
+    return [("h2", "Classes (examples per split)"), ("table", ["class", *counts.columns], [
+        [name, *(f"{counts.at[name, split]} ({shares.at[name, split]:.1%})" for split in counts.columns)]
+        for name in counts.index])]
+
+
+def _summary_blocks(summary, eval_name: str) -> list[tuple]:
+    """Mean ± std over seeds beside the seed ensemble (the seeds' probabilities averaged)."""
+    ensemble = lambda r, metric: (  # noqa: E731
+        "—" if r["ensemble_members"] < 2 or pd.isna(r[f"ensemble_{metric}"]) else f"{r[f'ensemble_{metric}']:.4f}")
+    note = (f"Seed ensemble: the {eval_name} accuracy and macro-F1 of the mean of the seeds' class probabilities, "
+            "what keeping every seed's model gives (freezetune predict with several --model); — where a strategy "
+            "has one seed, or a run recorded no probabilities.")
+    return [("h2", f"Summary on the {eval_name} split (mean ± std over seeds)"), ("table", [
+        "strategy", "seeds", "accuracy", "macro-F1", "seed ensemble accuracy", "seed ensemble macro-F1",
+        "trainable params", "train time (s)", "samples/s", "peak memory (MB)"
+    ], [[r["strategy"], r["seeds"], _pm(r["accuracy_mean"], r["accuracy_std"]), _pm(r["macro_f1_mean"], r["macro_f1_std"]),
+         ensemble(r, "accuracy"), ensemble(r, "macro_f1"),
+         f"{r['trainable_params']:,}", _pm(r["train_seconds_mean"], r["train_seconds_std"], 1),
+         _pm(r["train_samples_per_second_mean"], r["train_samples_per_second_std"], 1),
+         _pm(r["peak_memory_mb_mean"], r["peak_memory_mb_std"], 0)] for _, r in summary.iterrows()]), ("p", note)]
+
+
+def _recipe(row) -> str:
+    return f"{row['strategy']} with the {row['decision']} decision rule"
+
+
+def tradeoff_sentence(recipes, eval_name: str, tolerance: float = TRADEOFF_TOLERANCE) -> str:
+    """One sentence naming the recipe (strategy and decision rule) with the best mean macro-F1 among those
+    whose mean accuracy is within `tolerance` of the best mean accuracy."""
+    most_accurate, chosen = best_tradeoff(recipes, tolerance)
+    points = f"{tolerance * 100:g} accuracy point{'' if tolerance * 100 == 1 else 's'}"
+    if chosen.name == most_accurate.name:
+        return (f"Best trade-off: {_recipe(chosen)} has both the best mean {eval_name} accuracy "
+                f"({chosen['accuracy_mean']:.4f}) and the best mean macro-F1 ({chosen['macro_f1_mean']:.4f}) among "
+                f"the recipes within {points} of it.")
+    return (f"Best trade-off: {_recipe(chosen)} has the best mean {eval_name} macro-F1 ({chosen['macro_f1_mean']:.4f}, "
+            f"accuracy {chosen['accuracy_mean']:.4f}) among the recipes within {points} of the best mean accuracy "
+            f"({most_accurate['accuracy_mean']:.4f}, {_recipe(most_accurate)}).")
+
+
+def _decision_blocks(recipes, eval_name: str) -> list[tuple]:
+    """Each strategy under every decision rule, from the same runs (only where runs recorded more than one)."""
+    several = recipes.groupby("strategy", sort=False)["decision"].transform("size") > 1
+    if not several.any():
+        return []
+    return [("h2", f"Decision rule on the {eval_name} split (same runs, mean ± std over seeds)"), ("p", (
+        "Each run's logits scored with argmax and with per-class offsets fitted on validation to maximise macro-F1 "
+        "(--decision macro_f1), both after temperature scaling (with --calibration temperature); * marks the rule "
+        "the saved models apply.")),
+        ("table", ["strategy", "decision rule", "accuracy", "macro-F1"], [
+            [r["strategy"], f"{r['decision']}{' *' if r['served'] else ''}", _pm(r["accuracy_mean"], r["accuracy_std"]),
+             _pm(r["macro_f1_mean"], r["macro_f1_std"])] for _, r in recipes[several].iterrows()])]
+
+
+def per_class_blocks(summary, label_names: list[str], labels: np.ndarray, eval_name: str) -> list[tuple]:
+    """Precision, recall and F1 of every class for every strategy: where a minority class is lost."""
+    support = np.bincount(labels, minlength=len(label_names))
+    return [("h2", f"Per-class precision, recall and F1 on the {eval_name} split (mean ± std over seeds)"), ("table", [
+        "strategy", "class", "support", "precision", "recall", "F1"
+    ], [[r["strategy"], name, int(support[i]), *(_pm(r[f"{m}[{name}]_mean"], r[f"{m}[{name}]_std"]) for m in PER_CLASS)]
+        for _, r in summary.iterrows() for i, name in enumerate(label_names)])]
+
+
+def calibration_blocks(calibration, eval_name: str) -> list[tuple]:
+    """ECE and Brier score before and after temperature scaling (transformer runs; none: no section)."""
+    if calibration.empty:
+        return []
+    return [("h2", f"Calibration on the {eval_name} split (mean over seeds)"), ("p", (
+        f"Top-label expected calibration error ({ECE_BINS} bins) and multi-class Brier score of the probabilities, before "
+        "and after dividing the logits by a temperature fitted on validation (lower is better for both).")),
+        ("table", ["strategy", "seeds", "temperature", "ECE before", "ECE after", "Brier before", "Brier after"], [
+            [r["strategy"], int(r["seeds"]), f"{r['temperature']:.3f}", *(f"{r[c]:.4f}" for c in (
+                "ece_before", "ece_after", "brier_before", "brier_after"))] for _, r in calibration.iterrows()])]
 
 
 def _selection_blocks(selection: dict, metric: str) -> list[tuple]:

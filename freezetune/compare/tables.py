@@ -1,13 +1,24 @@
-"""The study's results as DataFrames: one row per run and epoch (results.csv), and per-strategy summaries."""
+"""The study's results as DataFrames: one row per run and epoch (results.csv), and per-strategy summaries.
+
+Beside the mean ± std over seeds: each strategy's seed ensemble (the seeds' probabilities averaged), each
+decision rule's numbers from the same runs (`details.decision.alternatives`), calibration before and after
+temperature scaling, and the class counts of every split.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from freezetune.compare.grid import Run
 from freezetune.compare.stats import mean_std
+from freezetune.ensemble import average_probabilities
+from freezetune.metrics import summary_metrics
 
 RUN_COLUMNS = ("trainable_params", "total_params", "train_seconds", "train_samples_per_second", "peak_memory_mb")
+PER_CLASS = ("precision", "recall", "f1")
+TRADEOFF_TOLERANCE = 0.01
+"""A recipe counts as accurate enough when its mean accuracy is within 1 point of the best one."""
 
 
 def results_frame(results: list[tuple[Run, dict]]) -> pd.DataFrame:
@@ -20,7 +31,7 @@ def results_frame(results: list[tuple[Run, dict]]) -> pd.DataFrame:
             "evaluation_accuracy": evaluation["accuracy"],
             "evaluation_macro_f1": evaluation["macro_f1"],
             "evaluation_weighted_f1": evaluation["weighted_f1"],
-            **{f"evaluation_f1[{name}]": c["f1"] for name, c in evaluation["per_class"].items()},
+            **{f"evaluation_{m}[{name}]": c[m] for name, c in evaluation["per_class"].items() for m in PER_CLASS},
             **{column: metrics[column] for column in RUN_COLUMNS},
             "frozen_layers": run.strategy.frozen_layers,
             "freeze_embeddings": run.strategy.freeze_embeddings,
@@ -52,14 +63,108 @@ def per_run(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_frame(frame: pd.DataFrame, label_names: list[str]) -> pd.DataFrame:
-    """Per strategy (in grid order): mean and std over seeds of the evaluation numbers and costs."""
+    """Per strategy (in grid order): mean and std over seeds of the evaluation numbers (per class too) and costs."""
     rows = []
     for strategy, runs in per_run(frame).groupby("strategy", sort=False):
         row = {"strategy": strategy, "seeds": len(runs)}
         columns = {"accuracy": "evaluation_accuracy", "macro_f1": "evaluation_macro_f1",
-                   **{f"f1[{n}]": f"evaluation_f1[{n}]" for n in label_names}, **{c: c for c in RUN_COLUMNS}}
+                   **{f"{m}[{n}]": f"evaluation_{m}[{n}]" for n in label_names for m in PER_CLASS},
+                   **{c: c for c in RUN_COLUMNS}}
         for name, column in columns.items():
             row[f"{name}_mean"], row[f"{name}_std"] = mean_std(runs[column])
         row["trainable_params"] = int(runs["trainable_params"].iloc[0])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def ensemble_frame(results: list[tuple[Run, dict]], labels) -> pd.DataFrame:
+    """Per strategy: accuracy and macro-F1 of the mean of its seeds' evaluation probabilities.
+
+    That is what a user gets by keeping every seed's model (`freezetune predict` with several --model). A
+    strategy with a run that recorded no probabilities (a metrics.json from before they were recorded) gets
+    NaN rather than an ensemble of some of its seeds.
+    """
+    members: dict[str, list] = {}
+    for run, metrics in results:
+        members.setdefault(run.strategy.name, []).append(metrics.get("evaluation_probabilities"))
+    rows = []
+    for strategy, probabilities in members.items():
+        row = {"strategy": strategy, "ensemble_members": len(probabilities),
+               "ensemble_accuracy": np.nan, "ensemble_macro_f1": np.nan}
+        if all(p is not None for p in probabilities):
+            predictions = average_probabilities([np.asarray(p) for p in probabilities]).argmax(axis=1)
+            scores = summary_metrics(labels, predictions)
+            row.update(ensemble_accuracy=scores["accuracy"], ensemble_macro_f1=scores["macro_f1"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _reports_by_rule(metrics: dict) -> dict[str, tuple[dict, bool]]:
+    """A run's evaluation report under each decision rule it recorded, and whether it is the rule it serves.
+
+    Baselines (and runs from before alternatives were recorded) have one: their own, by argmax unless stated.
+    """
+    decision = metrics.get("details", {}).get("decision", {})
+    served = decision.get("rule", "argmax")
+    alternatives = decision.get("alternatives") or {served: metrics["evaluation"]}
+    return {rule: (report, rule == served) for rule, report in alternatives.items()}
+
+
+def recipes_frame(results: list[tuple[Run, dict]]) -> pd.DataFrame:
+    """One row per strategy and decision rule (from the same runs): mean ± std of accuracy and macro-F1.
+
+    `served` marks the rule the saved models apply (the study's --decision; argmax for baselines).
+    """
+    scores: dict[tuple[str, str], dict] = {}
+    for run, metrics in results:
+        for rule, (report, served) in _reports_by_rule(metrics).items():
+            cell = scores.setdefault((run.strategy.name, rule), {"served": served, "accuracy": [], "macro_f1": []})
+            cell["accuracy"].append(report["accuracy"])
+            cell["macro_f1"].append(report["macro_f1"])
+    rows = []
+    for (strategy, rule), cell in scores.items():
+        row = {"strategy": strategy, "decision": rule, "served": cell["served"], "seeds": len(cell["accuracy"])}
+        for metric in ("accuracy", "macro_f1"):
+            row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std(cell[metric])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def best_tradeoff(recipes: pd.DataFrame, tolerance: float = TRADEOFF_TOLERANCE) -> tuple[pd.Series, pd.Series]:
+    """(the recipe with the best mean accuracy, the best mean macro-F1 among those within `tolerance` of it).
+
+    Ties go to the earlier row (grid order). The 1e-12 keeps a recipe exactly `tolerance` below the best
+    in, whatever the float rounding of the subtraction.
+    """
+    most_accurate = recipes.loc[recipes["accuracy_mean"].idxmax()]
+    close = recipes[recipes["accuracy_mean"] >= most_accurate["accuracy_mean"] - tolerance - 1e-12]
+    return most_accurate, close.loc[close["macro_f1_mean"].idxmax()]
+
+
+def calibration_frame(results: list[tuple[Run, dict]]) -> pd.DataFrame:
+    """Per strategy with calibration numbers (transformer runs): on the evaluation split, the mean over seeds
+    of the temperature and of ECE and Brier score before and after temperature scaling."""
+    rows = []
+    for run, metrics in results:
+        calibration = metrics.get("details", {}).get("calibration", {})
+        split = calibration.get(metrics["evaluation_split"])
+        if split is None:
+            continue
+        stages = {"before": split["before"], "after": split["after_temperature"]}
+        rows.append({"strategy": run.strategy.name, "temperature": calibration["temperature"],
+                     **{f"{m}_{stage}": values[m] for stage, values in stages.items() for m in ("ece", "brier")}})
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    means = frame.groupby("strategy", sort=False).mean()
+    return means.assign(seeds=frame.groupby("strategy", sort=False).size()).reset_index()
+
+
+def class_counts_frame(splits) -> pd.DataFrame:
+    """Examples per class (rows, in label order) and split (columns train, validation[, test])."""
+    frames = {"train": splits.train, "validation": splits.validation}
+    if splits.test is not None:
+        frames["test"] = splits.test
+    n_classes = len(splits.label_names)
+    return pd.DataFrame({name: np.bincount(frame["label"], minlength=n_classes) for name, frame in frames.items()},
+                        index=pd.Index(splits.label_names, name="class"))

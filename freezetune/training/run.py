@@ -26,7 +26,7 @@ from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, Trai
 
 from ..calibration import calibration_metrics, fit_temperature, reliability_diagram
 from ..config import TrainConfig
-from ..decision import decision_offsets
+from ..decision import decision_offsets, reports_by_rule
 from ..data import LABEL, TEXT, Splits, load_splits
 from ..errors import UserError
 from ..losses import class_prior, class_weights, make_loss, parse_loss
@@ -37,7 +37,7 @@ from ..models import describe_model, load_classifier, load_tokenizer
 from ..models.head import fold_into_classifier
 from ..outputs import check_not_input, check_output_dir, output_lock, scratch_dir, staged_output_dir, write_json_atomic
 from ..precision import resolve_precision
-from ..results import RunResult
+from ..results import RunResult, rounded_probabilities
 from ..strategies import Strategy, TrainPlan, frozen_prefix, parameter_counts, parse_strategy, prepare as prepare_strategy
 from .compact_embedding import compact_word_embeddings
 from .prefix_cache import CachedPrefixDataset, collate_cached, encode_prefix, top_only
@@ -366,7 +366,9 @@ def evaluate(run: Run, fitted: Fitted) -> RunResult:
         validation=classification_report(splits.validation[LABEL], validation_preds, splits.label_names),
         evaluation_split=evaluation_name,
         evaluation=classification_report(evaluation_frame[LABEL], evaluation_preds, splits.label_names),
-        evaluation_predictions=evaluation_preds.tolist(), strategy=run.strategy.spec(), **counts,
+        evaluation_predictions=evaluation_preds.tolist(),
+        evaluation_probabilities=rounded_probabilities(softmax(served[evaluation_name], axis=-1)),
+        strategy=run.strategy.spec(), **counts,
         train_seconds=fitted.train_seconds,
         train_samples_per_second=len(run.train_features) * len(fitted.epochs) / fitted.train_seconds,
         peak_memory_mb=fitted.peak_memory_mb, data_notes=splits.notes, lr=config.lr,
@@ -374,6 +376,10 @@ def evaluate(run: Run, fitted: Fitted) -> RunResult:
         class_weights=None if run.loss_weights is None else run.loss_weights.tolist(), init=config.init,
         details={"loss": config.loss, **post_hoc.record()},
     )
+    # Every decision rule's report from this one training (compare shows a recipe with and without the rule).
+    scaled = {split: (raw[split] / post_hoc.temperature, labels[split]) for split in raw}
+    result.details["decision"]["alternatives"] = reports_by_rule(
+        scaled["validation"], scaled[evaluation_name], splits.label_names, served=(config.decision, result.evaluation))
     run.say(f"{describe_model(config.model, config.init)}: best epoch {best['epoch']} by validation {config.metric}; {evaluation_name}: "
             f"accuracy {result.evaluation['accuracy']:.4f}, macro-F1 {result.evaluation['macro_f1']:.4f}; "
             f"trained in {fitted.train_seconds:.1f}s")
