@@ -94,11 +94,11 @@ class Checkpoints:
         folder, options = resume_dir(out), run_defining(config)
         if config.resume:
             _check_resumable(out, folder, options)
-        elif resumable(out) and not config.overwrite:
+        elif config.overwrite or not resumable(out):  # start again; without a complete checkpoint nothing is lost
+            shutil.rmtree(folder, ignore_errors=True)
+        elif not out.exists():  # (an existing OUT is refused next, naming --overwrite)
             raise UserError(f"{out} has an unfinished run (its checkpoint {folder} is beside it): pass --resume to "
                             "continue it, or --overwrite to start again")
-        elif folder.exists():  # --overwrite starts again; without a complete checkpoint there is nothing to keep
-            shutil.rmtree(folder)
         return cls(folder, options, config.resume)
 
     def start(self, data: str, main: bool, say=log.info) -> Path | None:
