@@ -115,9 +115,18 @@ class TrainConfig(TrainOptions):
     keep_adapter: bool = option(False, "with LoRA: also write the adapter alone into OUT/adapter (loads with "
                                 "peft's PeftModel.from_pretrained)")
     overwrite: bool = option(False, "replace an existing output directory")
+    resume: bool = option(False, "continue a killed or interrupted run into this --output-dir from its last completed "
+                          "epoch (the checkpoint .NAME.resume beside it), with the same options: the same result "
+                          "as an uninterrupted run")
 
     def __post_init__(self):
         super().__post_init__()
+        if self.resume and self.overwrite:
+            raise UserError("--resume and --overwrite contradict each other: pass --resume to continue the run, "
+                            "--overwrite to start it again")
+        if self.resume and self.lr == "auto":
+            raise UserError("--resume does not continue an --lr auto search: pass the learning rate it chose as --lr, "
+                            "or run again without --resume")
         from .strategies import legacy_spec, parse_strategy  # torch: only once a config is actually built
 
         self.strategy = parse_strategy(legacy_spec(self.strategy, self.freeze_embeddings)).spec()

@@ -130,13 +130,17 @@ def execute(run: Run, splits, options, output_dir: Path) -> dict:
 def _train_transformer(run: Run, splits, options, folder: Path) -> dict:
     """Exactly the `freezetune train` code path, with the study's shared splits."""
     from freezetune.training import train
+    from freezetune.training.resume import resumable
 
     from freezetune.config import TrainConfig
 
     shared = options.shared()
     if run.lr is not None:
         shared["lr"] = run.lr
-    # An unfinished run's folder (no metrics.json) holds nothing worth keeping: overwrite.
-    config = TrainConfig(**shared, output_dir=str(folder), strategy=run.strategy.name, seed=run.seed, overwrite=True)
+    # A resumed study continues a run that was stopped mid-training from its last epoch's checkpoint; anything
+    # else an unfinished run left (no metrics.json) is worth nothing: overwrite.
+    resume = options.resume and resumable(folder)
+    config = TrainConfig(**shared, output_dir=str(folder), strategy=run.strategy.name, seed=run.seed,
+                         overwrite=not resume, resume=resume)
     return train(config, splits)
 

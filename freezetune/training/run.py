@@ -41,6 +41,7 @@ from ..results import RunResult, rounded_probabilities
 from ..strategies import Strategy, TrainPlan, frozen_prefix, parameter_counts, parse_strategy, prepare as prepare_strategy
 from .compact_embedding import compact_word_embeddings
 from .prefix_cache import CachedPrefixDataset, collate_cached, encode_prefix, top_only
+from .resume import Checkpoints, data_fingerprint
 
 METRICS_FILE, RUN_CONFIG_FILE, LOG_FILE = "metrics.json", "run_config.json", "train.log"
 RELIABILITY_FILE = "reliability.png"
@@ -68,6 +69,8 @@ class Run:
     log_lines: list[str] = field(default_factory=list)
     scratch: Path | None = None
     post_hoc: PostHoc | None = None
+    checkpoints: Checkpoints | None = None
+    """The epoch-end checkpoints beside the output folder, for `--resume` (see resume.py)."""
 
     def say(self, message: str) -> None:
         """A line for the user now and for train.log later."""
@@ -96,8 +99,8 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
 
         return train_with_lr_search(config, splits)
     check_not_input(config.output_dir, {"--model": config.model, "--data": config.data})
-    # The lock: a second run into the same folder is refused, naming this one. Scratch space for the Trainer
-    # (which saves nothing there) and a strategy's extra files; a killed run's is removed by the next run.
+    # The lock: a second run into the same folder is refused, naming this one. Scratch space for a strategy's
+    # extra files; a killed run's is removed by the next run. The checkpoints for --resume live beside OUT.
     with output_lock(config.output_dir), scratch_dir("freezetune-trainer-") as scratch:
         run = prepare(config, splits)
         run.scratch = scratch
@@ -105,6 +108,7 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
         result = evaluate(run, fitted)
         if fitted.trainer.args.should_save:  # the main process (the only one without torchrun)
             write(run, fitted, result)
+            run.checkpoints.remove()
     return result.to_dict()
 
 
@@ -112,6 +116,7 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
 
 def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
     """All checks and set-up before the slow work: output folder, data, tokenizer, model, strategy, features."""
+    checkpoints = Checkpoints.open(config)  # --resume: what it needs; without: an unfinished run is not lost
     check_output_dir(config.output_dir, config.overwrite)
     device = _device_type()
     precision = resolve_precision(config.precision, device)
@@ -130,7 +135,8 @@ def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
     plain = config.loss == "ce" and weights is None  # the model's own loss is exactly that
     loss = None if plain else make_loss(parse_loss(config.loss), weights, class_prior(splits.train[LABEL], n_classes))
     run = Run(config, splits, strategy, tokenizer, model, precision, train_features,
-              tokenize_frame(tokenizer, splits.validation, config.max_length), params, plan, weights, loss)
+              tokenize_frame(tokenizer, splits.validation, config.max_length), params, plan, weights, loss,
+              checkpoints=checkpoints)
     for note in splits.notes:
         run.say(note)
     run.say(f"data: train {len(splits.train)}, validation {len(splits.validation)}"
@@ -166,8 +172,10 @@ def fit(run: Run) -> Fitted:
     """Train with the Trainer on the cheapest exact path; on return the model is whole and holds the best epoch."""
     config = run.config
     best_epoch = BestEpochCallback(config.metric, config.early_stopping, run.params)
-    args = training_arguments(config, run.precision, str(run.scratch / "trainer"))
+    args = training_arguments(config, run.precision, str(run.checkpoints.folder))
     started = time.perf_counter()
+    fingerprint = data_fingerprint(run.splits.label_names, run.train_features, run.validation_features)
+    resume_from = run.checkpoints.start(fingerprint, args.should_save, run.say)
     with peak_memory_mb() as peak, contextlib.ExitStack() as fast_paths:
         train_set, validation_set, collator = run.train_features, run.validation_features, DataCollatorWithPadding(run.tokenizer)
         if config.compact_embeddings:
@@ -184,13 +192,14 @@ def fit(run: Run) -> Fitted:
         trainer = Trainer(
             model=run.model, args=args, train_dataset=train_set, eval_dataset=validation_set,
             processing_class=run.tokenizer, data_collator=collator, compute_metrics=_compute_metrics,
-            callbacks=[best_epoch, StopOnNonFiniteLoss(), *run.strategy.callbacks(run.model, run.plan)],
+            callbacks=[best_epoch, StopOnNonFiniteLoss(), *run.strategy.callbacks(run.model, run.plan),
+                       run.checkpoints.callback(best_epoch)],  # after best_epoch: it saves its state
             optimizers=(optimizer, None),
             compute_loss_func=run.loss,
         )
-        trainer.train()
+        run.checkpoints.train(trainer, best_epoch, resume_from)  # trainer.train(), or continued from a checkpoint
         best_epoch.restore_best()
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started + run.checkpoints.seconds_before
     return Fitted(trainer, n_cached, seconds, peak[0], _epoch_rows(trainer.state.log_history))
 
 
@@ -230,6 +239,14 @@ class BestEpochCallback(TrainerCallback):
         for param, saved in zip(self.params, self.snapshot):
             param.copy_(saved)
 
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps of it (see resume.py)."""
+        return {"best_score": self.best_score, "stale": self.stale, "snapshot": [t.cpu() for t in self.snapshot]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_score, self.stale = state["best_score"], state["stale"]
+        self.snapshot = [saved.to(param.device) for saved, param in zip(state["snapshot"], self.params)]
+
 
 class StopOnNonFiniteLoss(TrainerCallback):
     """A loss that became nan or inf means a diverged run (too large a learning rate): stop it, write nothing."""
@@ -241,9 +258,9 @@ class StopOnNonFiniteLoss(TrainerCallback):
                             "lower --lr (or use --precision fp32); nothing was written")
 
 
-def training_arguments(config: TrainConfig, precision: str, scratch_dir: str) -> TrainingArguments:
+def training_arguments(config: TrainConfig, precision: str, output_dir: str) -> TrainingArguments:
     return TrainingArguments(
-        output_dir=scratch_dir,  # nothing is saved there: save_strategy="no"
+        output_dir=output_dir,  # the checkpoints for --resume, beside OUT (see resume.py)
         num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.eval_batch_size,
@@ -254,7 +271,8 @@ def training_arguments(config: TrainConfig, precision: str, scratch_dir: str) ->
         use_cpu=_device_type() == "cpu",  # the Trainer allows bf16 without a GPU only when told it is on the CPU
         eval_strategy="epoch",
         logging_strategy="epoch",  # so each logged train loss is that epoch's mean
-        save_strategy="no",  # BestEpochCallback keeps the best weights in memory instead
+        # A checkpoint at every epoch's end, for --resume; the best epoch's weights are kept by BestEpochCallback.
+        save_strategy="epoch",
         # Batches of similar length waste less compute on padding (shuffled within mega-batches).
         train_sampling_strategy="group_by_length" if config.length_grouping else "random",
         dataloader_pin_memory=torch.cuda.is_available(),
