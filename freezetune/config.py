@@ -53,8 +53,10 @@ class TrainOptions:
     epochs: int = option(3, "training epochs")
     batch_size: int = option(16, "training batch size (per device)")
     eval_batch_size: int = option(64, "batch size of evaluation and prediction")
-    lr: str | float = option(5e-5, "peak learning rate, or `auto`: pick it on validation from the strategy's "
-                             "default grid (see `compare --lr-grid`)")
+    # Typed `str` so the command line can say `auto` (HfArgumentParser turns `float | str` into float); a number
+    # or "auto" after __post_init__.
+    lr: str = option(5e-5, "peak learning rate, or `auto`: pick it on validation from the strategy's default grid "
+                     "(see `compare --lr-grid`)")
     max_length: int = option(30, "tokens per text (longer texts are truncated)")
     metric: SelectionMetric = option("accuracy", "validation metric that picks the best epoch")
     class_weights: ClassWeights = option("none", "balanced: weigh each class's loss by n / (classes * count), "

@@ -9,13 +9,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Literal
 
+from freezetune.compare.executors import check_executor_options
 from freezetune.config import TrainOptions, option
 from freezetune.errors import UserError
 
 DEFAULT_STRATEGIES = ["full", "freeze6", "head", "lstm", "tfidf"]
 # Options that do not change what a run computes; every other option must match to --resume a study.
-NOT_RUN_DEFINING = {"output_dir", "config", "resume", "overwrite", "strategies", "seeds"}
+NOT_RUN_DEFINING = {"output_dir", "config", "resume", "overwrite", "strategies", "seeds",
+                    "executor", "ray_address", "ray_cpus_per_run", "ray_gpus_per_run"}
+Executor = Literal["serial", "ray"]
 
 
 @dataclass(kw_only=True)
@@ -37,11 +41,19 @@ class CompareOptions(TrainOptions):
                                  "candidate, the best by validation runs all seeds")
     resume: bool = option(False, "keep the finished runs of an existing --output-dir and run the rest")
     overwrite: bool = option(False, "replace the runs of an existing --output-dir")
+    # Where the runs run (see compare/executors.py); none of these changes a run's result.
+    executor: Executor = option("serial", "serial: the runs one after another in this process; ray: each run a Ray "
+                                "task with its own CPUs/GPUs, on a local Ray or on the cluster at --ray-address")
+    ray_address: str | None = option(None, "with --executor ray: a running Ray cluster to use (auto, HOST:6379 or "
+                                     "ray://HOST:10001); default: start a Ray on this machine")
+    ray_cpus_per_run: float = option(1.0, "with --executor ray: CPUs each run asks for (and its number of threads)")
+    ray_gpus_per_run: float = option(0.0, "with --executor ray: GPUs each run asks for (0.5: two runs share a GPU)")
 
     def __post_init__(self):
         # YAML 1.1 reads `5e-5` as a string, so numbers are coerced here rather than trusted.
         for name, kind in (("epochs", int), ("batch_size", int), ("eval_batch_size", int), ("max_length", int),
-                           ("lstm_lr", float), ("validation_fraction", float)):
+                           ("lstm_lr", float), ("validation_fraction", float), ("ray_cpus_per_run", float),
+                           ("ray_gpus_per_run", float)):
             try:
                 setattr(self, name, kind(getattr(self, name)))
             except (TypeError, ValueError):
@@ -64,6 +76,7 @@ class CompareOptions(TrainOptions):
             self.lr_grid = "auto"  # `--lr auto` means the same in a study
         if self.resume and self.overwrite:
             raise UserError("--resume and --overwrite contradict each other: pass one of them")
+        check_executor_options(self.executor, self.ray_address, self.ray_cpus_per_run, self.ray_gpus_per_run)
 
     def run_defining(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in NOT_RUN_DEFINING}

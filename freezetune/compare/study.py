@@ -14,7 +14,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from freezetune.compare.grid import METRICS_FILE, Run, StudyStrategy, execute, grid, parse_strategies
+from freezetune.compare.executors import open_executor
+from freezetune.compare.grid import METRICS_FILE, Run, StudyStrategy, grid, parse_strategies
 from freezetune.compare.options import CompareOptions
 from freezetune.errors import UserError
 from freezetune.outputs import check_not_input, check_writable, output_lock, write_json_atomic
@@ -40,29 +41,26 @@ def compare(options: CompareOptions) -> Path:
     splits = load_splits(options.data, options.text_column, options.label_column, SPLIT_SEED, options.validation_fraction)
     if any(not strategy.is_baseline for strategy in strategies):
         _check_model_loads(options.model)
-    with output_lock(out):
+    with output_lock(out), open_executor(options) as executor:  # before the folder is touched: Ray may be unreachable
         _prepare_output(out, options)
-        lrs, selection = choose_learning_rates(strategies, options, splits, out)
+        lrs, selection = choose_learning_rates(strategies, options, splits, out, executor)
         runs = grid(strategies, options.seeds, lrs)
-        run_all(runs, splits, options, out)
+        run_all(runs, splits, options, out, executor)
         by_strategy = sorted(runs, key=lambda run: strategies.index(run.strategy))  # the report's table order
         results = [(run, _read_result(run.folder(out) / METRICS_FILE, splits)) for run in by_strategy]
         write_report(out, options, splits, results, selection)
     return out
 
 
-def run_all(runs: list[Run], splits, options: CompareOptions, out: Path, desc: str = "compare") -> None:
-    """Run the unfinished runs in order; each writes its metrics.json last and atomically, so an interrupted
-    run simply stays unfinished and `--resume` runs it again."""
+def run_all(runs: list[Run], splits, options: CompareOptions, out: Path, executor, desc: str = "compare") -> None:
+    """Run the unfinished runs with `executor` (see executors.py); each writes its metrics.json last and
+    atomically, so an interrupted or failed run simply stays unfinished and `--resume` runs it again."""
     todo = [run for run in runs if not run.finished(out)]
     with tqdm(total=len(runs), initial=len(runs) - len(todo), unit="run", desc=desc) as bar:
-        for run in todo:
-            bar.set_postfix_str(run.name)
-            execute(run, splits, options, out)
-            bar.update()
+        executor.run(todo, splits, options, out, bar)
 
 
-def choose_learning_rates(strategies: list[StudyStrategy], options: CompareOptions, splits, out: Path):
+def choose_learning_rates(strategies: list[StudyStrategy], options: CompareOptions, splits, out: Path, executor):
     """With `--lr-grid`: each strategy at each candidate lr on the first seed, the best by validation kept.
 
     Returns {strategy: chosen lr} and, per strategy, the candidates' validation scores and the selection's cost
@@ -75,7 +73,8 @@ def choose_learning_rates(strategies: list[StudyStrategy], options: CompareOptio
     seed = options.seeds[0]
     searched = [s for s in strategies if not s.is_baseline]
     candidates = {s.name: _candidates(s, options.lr_grid) for s in searched}
-    run_all([Run(s, seed, lr) for s in searched for lr in candidates[s.name]], splits, options, out, desc="lr search")
+    run_all([Run(s, seed, lr) for s in searched for lr in candidates[s.name]], splits, options, out, executor,
+            desc="lr search")
     lrs, selection = {}, {}
     for strategy in searched:
         trials = []

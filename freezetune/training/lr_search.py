@@ -19,6 +19,7 @@ from ..config import TrainConfig
 from ..data import Splits, load_splits
 from ..outputs import check_output_dir, write_json_atomic
 from ..strategies import parse_strategy
+from .distributed import is_main_process
 
 log = logging.getLogger("freezetune")
 
@@ -48,23 +49,22 @@ def train_with_lr_search(config: TrainConfig, splits: Splits | None = None, grid
             log.info("learning-rate search: %s at lr %g", config.strategy, lr)
             folder = scratch / f"lr{lr:g}"
             metrics = train(dataclasses.replace(config, lr=lr, output_dir=str(folder), overwrite=False), splits)
-            trials.append({"lr": lr, "folder": folder, "validation": metrics["validation"], "train_seconds": metrics["train_seconds"]})
+            trials.append({"lr": lr, "folder": folder, "metrics": metrics, "validation": metrics["validation"],
+                           "train_seconds": metrics["train_seconds"]})
         best = best_by_validation(trials, config.metric)
-        metrics = _record_search(best["folder"] / METRICS_FILE, trials, config.metric)
+        metrics = {**best["metrics"], "lr_search": _search_record(trials, config.metric)}
         log.info("learning-rate search: chose %g by validation %s", best["lr"], config.metric)
-        if out.exists():  # --overwrite, checked above
-            shutil.rmtree(out)
-        os.replace(best["folder"], out)
+        if is_main_process():  # under torchrun / accelerate the others wrote no candidate folder
+            write_json_atomic(best["folder"] / METRICS_FILE, metrics)
+            if out.exists():  # --overwrite, checked above
+                shutil.rmtree(out)
+            os.replace(best["folder"], out)
         return metrics
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _record_search(metrics_file: Path, trials: list[dict], metric: str) -> dict:
-    import json
-
-    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-    metrics["lr_search"] = [{"lr": t["lr"], f"validation_{metric}": t["validation"][metric],
-                             "train_seconds": t["train_seconds"]} for t in trials]
-    write_json_atomic(metrics_file, metrics)
-    return metrics
+def _search_record(trials: list[dict], metric: str) -> list[dict]:
+    """What metrics.json records of the search: each candidate's lr, validation score and training time."""
+    return [{"lr": t["lr"], f"validation_{metric}": t["validation"][metric], "train_seconds": t["train_seconds"]}
+            for t in trials]

@@ -35,11 +35,12 @@ from ..measure import peak_memory_mb
 from ..metrics import classification_report, summary_metrics
 from ..models import describe_model, load_classifier, load_tokenizer
 from ..models.head import fold_into_classifier
-from ..outputs import check_not_input, check_output_dir, output_lock, scratch_dir, staged_output_dir, write_json_atomic
+from ..outputs import check_not_input, check_output_dir, scratch_dir, staged_output_dir, write_json_atomic
 from ..precision import resolve_precision
 from ..results import RunResult, rounded_probabilities
 from ..strategies import Strategy, TrainPlan, frozen_prefix, parameter_counts, parse_strategy, prepare as prepare_strategy
 from .compact_embedding import compact_word_embeddings
+from .distributed import output_lock_on_main, refuse_unfollowable
 from .prefix_cache import CachedPrefixDataset, collate_cached, encode_prefix, top_only
 from .resume import Checkpoints, data_fingerprint
 
@@ -101,7 +102,8 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
     check_not_input(config.output_dir, {"--model": config.model, "--data": config.data})
     # The lock: a second run into the same folder is refused, naming this one. Scratch space for a strategy's
     # extra files; a killed run's is removed by the next run. The checkpoints for --resume live beside OUT.
-    with output_lock(config.output_dir), scratch_dir("freezetune-trainer-") as scratch:
+    # Under torchrun / accelerate only the main process, the one that writes, holds the lock.
+    with output_lock_on_main(config.output_dir), scratch_dir("freezetune-trainer-") as scratch:
         run = prepare(config, splits)
         run.scratch = scratch
         fitted = fit(run)
@@ -130,6 +132,7 @@ def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
     train_features = tokenize_frame(tokenizer, splits.train, config.max_length)
     plan = TrainPlan(epochs=config.epochs, steps_per_epoch=math.ceil(len(train_features) / config.batch_size))
     params = prepare_strategy(strategy, model, plan)
+    refuse_unfollowable(strategy.spec(), strategy.later_trainable(model))  # several processes: no unfreezing mid-run
     n_classes = len(splits.label_names)
     weights = class_weights(config.class_weights, splits.train[LABEL], n_classes)
     plain = config.loss == "ce" and weights is None  # the model's own loss is exactly that
@@ -191,7 +194,7 @@ def fit(run: Run) -> Fitted:
             fast_paths.enter_context(top_only(run.model, n_cached))
         trainer = Trainer(
             model=run.model, args=args, train_dataset=train_set, eval_dataset=validation_set,
-            processing_class=run.tokenizer, data_collator=collator, compute_metrics=_compute_metrics,
+            processing_class=run.tokenizer, data_collator=collator, compute_metrics=_metrics_with_loss(run.loss),
             callbacks=[best_epoch, StopOnNonFiniteLoss(), *run.strategy.callbacks(run.model, run.plan),
                        run.checkpoints.callback(best_epoch)],  # after best_epoch: it saves its state
             optimizers=(optimizer, None),
@@ -280,13 +283,32 @@ def training_arguments(config: TrainConfig, precision: str, output_dir: str) -> 
         # forward signature may only accept through **kwargs, so the Trainer would drop it).
         remove_unused_columns=False,
         report_to=[],
+        # Several processes (DDP): parameters may get no gradient in a step (a frozen or cut-down part, an unused
+        # pooler), and no buffer changes while training (no batch norm), so none is re-sent every step (the
+        # compact embedding's frozen matrix would be, whole).
+        ddp_find_unused_parameters=True,
+        ddp_broadcast_buffers=False,
+        # Each process's loss is its batch mean, averaged by DDP. The Trainer's token averaging across devices
+        # (for language-model losses) would multiply a model's own mean loss by the number of processes.
+        average_tokens_across_devices=False,
         disable_tqdm=not log.isEnabledFor(logging.INFO),
     )
 
 
-def _compute_metrics(eval_pred):
-    logits, labels = eval_pred
-    return summary_metrics(labels, np.asarray(logits).argmax(axis=-1))
+def _metrics_with_loss(loss):
+    """The Trainer's `compute_metrics`: accuracy and F1s, and the validation loss over each validation row once.
+
+    Not the Trainer's eval_loss: it averages batch losses, and with several processes it pads each process's last
+    batch with repeated rows. The logits it hands here are the validation rows, each once. `loss`: the run's
+    `compute_loss_func`, or None for the model's own (cross-entropy).
+    """
+    def compute(eval_pred):
+        logits, labels = np.asarray(eval_pred[0]), np.asarray(eval_pred[1])
+        scores, targets = torch.from_numpy(logits).float(), torch.from_numpy(labels).long()
+        value = torch.nn.functional.cross_entropy(scores, targets) if loss is None else loss({"logits": scores}, targets)
+        return {**summary_metrics(labels, logits.argmax(axis=-1)), "validation_loss": float(value)}
+
+    return compute
 
 
 def _epoch_rows(log_history: list[dict]) -> list[dict]:
@@ -300,7 +322,7 @@ def _epoch_rows(log_history: list[dict]) -> list[dict]:
         if "loss" in entry:
             row["train_loss"] = entry["loss"]
         if "eval_loss" in entry:
-            row.update(eval_loss=entry["eval_loss"], **{m: entry[f"eval_{m}"] for m in ("accuracy", "macro_f1", "weighted_f1")})
+            row.update(eval_loss=entry["eval_validation_loss"], **{m: entry[f"eval_{m}"] for m in ("accuracy", "macro_f1", "weighted_f1")})
     return [row for _, row in sorted(rows.items()) if "eval_loss" in row]
 
 
