@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -72,6 +73,8 @@ def cmd_train(args) -> None:
 
     config = parse_dataclass(TrainConfig, args.rest, "freezetune train", "fine-tune a model with one tuning strategy")
     metrics = train(config)
+    if os.environ.get("RANK", "0") != "0":
+        return  # the main process prints the report
     random_init = " - RANDOM INIT, not pretrained" if metrics["init"] == "random" else ""
     print(f"\n{metrics['evaluation_split']} report (best epoch {metrics['best_epoch']}){random_init}:")
     print(format_report(metrics["evaluation"], metrics["label_names"]))
@@ -313,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _log_to_stderr() -> None:
     """Progress lines of the `freezetune` logger on stderr, as `[freezetune] message` (the CLI's voice)."""
     logger = logging.getLogger("freezetune")
+    if os.environ.get("RANK", "0") != "0":  # torchrun / accelerate: one voice, the main process's
+        logger.setLevel(logging.WARNING)
+        return
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("[freezetune] %(message)s"))
