@@ -313,6 +313,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time of each message (it may be replaced, e.g. by tests)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def _log_to_stderr() -> None:
     """Progress lines of the `freezetune` logger on stderr, as `[freezetune] message` (the CLI's voice)."""
     logger = logging.getLogger("freezetune")
@@ -320,7 +332,7 @@ def _log_to_stderr() -> None:
         logger.setLevel(logging.WARNING)
         return
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("[freezetune] %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from transformers import Trainer
 
 import freezetune
@@ -48,8 +49,8 @@ def reference(tmp_path_factory):
     """The metrics of an uninterrupted run with the same options and seed (each computed once)."""
     computed = {}
 
-    def metrics(options: dict) -> dict:
-        key = json.dumps(options, sort_keys=True)
+    def metrics(options: dict, tag: str = "") -> dict:
+        key = json.dumps(options, sort_keys=True) + tag
         if key not in computed:
             out = tmp_path_factory.mktemp("reference") / "out"
             computed[key] = without_timings(train(TrainConfig(**options, output_dir=str(out))))
@@ -85,9 +86,13 @@ def saved_epoch(out: Path) -> float:
 
 @pytest.mark.parametrize("strategy", ["full", "freeze1+emb"])  # freeze1+emb: prefix cache, compact embeddings off
 def test_sigkill_then_resume_gives_the_uninterrupted_metrics(strategy, tiny_bert, tiny_csv_dir, tmp_path, monkeypatch,
-                                                            reference):
+                                                            reference, request):
     options = settings(tiny_bert, tiny_csv_dir, strategy, batch_size=2)  # 60 steps an epoch: time to kill in epoch 2
-    expected = reference(options)
+    # One thread everywhere, as in the killed subprocess: another thread count sums floats in another order.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
+    expected = reference(options, tag="one-thread")
     work, scratch = tmp_path / "work", tmp_path / "tmp"
     work.mkdir()
     scratch.mkdir()

@@ -40,7 +40,7 @@ from ..precision import resolve_precision
 from ..results import RunResult, rounded_probabilities
 from ..strategies import Strategy, TrainPlan, frozen_prefix, parameter_counts, parse_strategy, prepare as prepare_strategy
 from .compact_embedding import compact_word_embeddings
-from .distributed import output_lock_on_main, refuse_unfollowable
+from .distributed import output_lock_on_main, refuse_unfollowable, world_size
 from .prefix_cache import CachedPrefixDataset, collate_cached, encode_prefix, top_only
 from .resume import Checkpoints, data_fingerprint
 
@@ -148,6 +148,8 @@ def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
     run.say(f"model {describe_model(config.model, config.init)}, strategy {strategy.spec()}: {counts['trainable_params']:,} trainable of "
             f"{counts['total_params']:,} parameters ({counts['trainable_params'] / counts['total_params']:.1%}); "
             f"lr {config.lr:g}; precision {precision}")
+    if world_size() > 1:  # torchrun / accelerate: only the main process speaks, so it says for all
+        run.say(f"training on {world_size()} processes: global batch {world_size() * config.batch_size}")
     if run.loss_weights is not None:
         run.say("class weights (loss): " + ", ".join(f"{n} {w:.2f}" for n, w in zip(splits.label_names, run.loss_weights.tolist())))
     return run
