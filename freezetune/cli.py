@@ -13,6 +13,7 @@ from pathlib import Path
 from .compare import add_compare_arguments, compare_from_args
 from .config import CLASS_WEIGHTS, DEFAULT_DATA, DEFAULT_MODEL, PRECISIONS, TrainConfig
 from .errors import UserError
+from .serve.options import add_serve_arguments
 
 EXIT_USAGE = 2
 PRECISION_HELP = "matmul precision: auto (bf16 where the CPU/GPU runs it natively, else fp32), fp32, bf16, fp16 (GPU)"
@@ -119,15 +120,9 @@ def _read_texts(args) -> tuple[list[str], "object | None"]:
 
 
 def _predictor(args):
-    if args.backend == "onnx":
-        from .onnx_predict import OnnxPredictor
+    from .serve.backends import load_predictor
 
-        return OnnxPredictor(args.model, args.batch_size, int8=args.int8)
-    if args.int8:
-        raise UserError("--int8 runs the quantized ONNX model: add --backend onnx (and --model an exported folder)")
-    from .predict import Predictor
-
-    return Predictor(args.model, args.batch_size, precision=args.precision)
+    return load_predictor(args.model, args.backend, args.int8, args.batch_size, args.precision)
 
 
 def cmd_predict(args) -> None:
@@ -159,6 +154,12 @@ def cmd_export(args) -> None:
     out = export_onnx(args.model, args.output_dir, int8=args.int8, overwrite=args.overwrite)
     print(f"wrote {out}; predict with: freezetune predict --backend onnx --model {out}"
           + (" [--int8]" if args.int8 else ""), file=sys.stderr)
+
+
+def cmd_serve(args) -> None:
+    from .serve.run import serve_from_args
+
+    serve_from_args(args)
 
 
 def cmd_eval(args) -> None:
@@ -243,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_export)
+
+    p = commands.add_parser("serve", help="serve a trained model over HTTP: POST /predict, GET /info, a page at /")
+    add_serve_arguments(p)
+    p.set_defaults(func=cmd_serve)
 
     p = commands.add_parser("eval", help="evaluate a trained model on a labelled dataset")
     p.add_argument("--model", required=True)

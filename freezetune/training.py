@@ -28,6 +28,7 @@ from .imbalance import class_weights, weighted_cross_entropy
 from .inference import TorchClassifier
 from .measure import peak_memory_mb
 from .metrics import SELECTION_METRICS, classification_report, summary_metrics
+from .modelcard import write_model_card
 from .models import load_classifier, load_tokenizer
 from .outputs import check_output_dir, staged_output_dir, write_json_atomic
 from .precision import resolve_precision
@@ -265,6 +266,7 @@ def _write_output(config: TrainConfig, strategy_name: str, trainer: Trainer, met
         trainer.save_model(str(stage))  # the best epoch's model and the tokenizer, HF format
         write_json_atomic(stage / METRICS_FILE, metrics)
         write_json_atomic(stage / RUN_CONFIG_FILE, {**config.to_dict(), "strategy": strategy_name})
+        write_model_card(stage, metrics, {**config.to_dict(), "strategy": strategy_name})  # README.md
         history = [json.dumps(entry) for entry in trainer.state.log_history]
         (stage / LOG_FILE).write_text("\n".join(log.lines + ["", "trainer log history:", *history]) + "\n", encoding="utf-8")
     log(f"wrote {config.output_dir}")
