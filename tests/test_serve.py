@@ -183,21 +183,27 @@ def test_one_log_line_per_request_without_texts(model_dir, predictor, caplog):
 
 
 class CountingScore:
-    """A stand-in model: each text's score is a function of the text, and every call is recorded."""
+    """A stand-in model: each text's score is a function of the text; every call, and how many overlap, recorded."""
 
     def __init__(self, seconds: float = 0.0):
-        self.calls, self.seconds = [], seconds
+        self.calls, self.seconds, self.running, self.most_at_once = [], seconds, 0, 0
+        self.lock = threading.Lock()
 
     def __call__(self, texts):
-        self.calls.append(list(texts))
+        with self.lock:
+            self.calls.append(list(texts))
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
         time.sleep(self.seconds)
+        with self.lock:
+            self.running -= 1
         return np.array([[len(t), sum(map(ord, t)) % 97] for t in texts], dtype=np.float32)
 
 
-def run_batcher(score, requests, max_batch=16, max_wait_ms=20.0):
+def run_batcher(score, requests, max_batch=16, max_wait_ms=20.0, workers=1):
     """Submit every request at once; returns their results and the batcher."""
     async def scenario():
-        batcher = DynamicBatcher(score, max_batch=max_batch, max_wait_ms=max_wait_ms)
+        batcher = DynamicBatcher(score, max_batch=max_batch, max_wait_ms=max_wait_ms, workers=workers)
         await batcher.start()
         try:
             results = await asyncio.wait_for(asyncio.gather(*(batcher.submit(r) for r in requests)), timeout=30)
@@ -218,6 +224,17 @@ def test_batcher_gathers_concurrent_requests_into_fewer_calls():
     assert batcher.calls == len(calls) <= 5  # 52 texts, at most 16 per call: 4 calls, not 44
     assert all(len(call) <= 16 for call in calls)
     assert sorted(t for call in calls for t in call) == sorted(t for r in requests for t in r)
+
+
+def test_batcher_workers_run_calls_at_once_and_each_request_gets_its_rows():
+    requests = [[f"文本{i}", f"第{i}个"] for i in range(30)]
+    score = CountingScore(seconds=0.05)
+    started = time.perf_counter()
+    results, batcher = run_batcher(score, requests, max_batch=8, max_wait_ms=1, workers=3)
+    assert score.most_at_once == 3 and batcher.calls == len(score.calls) >= 60 // 8
+    assert time.perf_counter() - started < 0.05 * batcher.calls  # overlapped, not one after another
+    for request, result in zip(requests, results):
+        np.testing.assert_array_equal(result, score(request))
 
 
 def test_batcher_runs_a_lone_request_after_the_bounded_wait_and_a_big_one_alone():
@@ -248,7 +265,7 @@ def test_batcher_gives_a_model_error_to_every_request_of_its_batch():
 
 def test_concurrent_http_requests_share_model_calls(model_dir, predictor):
     texts = [[t] for t in TEXTS[:4]] * 8
-    limits = ServeLimits(max_texts=8, max_chars=100, max_body_bytes=4096, max_batch=32, max_wait_ms=50)
+    limits = ServeLimits(max_texts=8, max_chars=100, max_body_bytes=4096, max_batch=32, max_wait_ms=50, workers=2)
     with TestClient(make_app(model_dir, predictor, limits)) as client, ThreadPoolExecutor(16) as pool:
         responses = list(pool.map(lambda t: post(client, {"texts": t}), texts))
         calls = client.app.state.batcher.calls
@@ -264,12 +281,17 @@ def test_concurrent_http_requests_share_model_calls(model_dir, predictor):
 # --------------------------------------------------------------------------- ONNX int8 backend
 
 
-def test_onnx_int8_backend_equals_its_predictor(model_dir, tmp_path):
+@pytest.fixture(scope="module")
+def exported(model_dir, tmp_path_factory):
     pytest.importorskip("onnxruntime")
     from freezetune.export import export_onnx
+
+    return export_onnx(str(model_dir), str(tmp_path_factory.mktemp("onnx") / "onnx"), int8=True)
+
+
+def test_onnx_int8_backend_equals_its_predictor(exported):
     from freezetune.onnx_predict import OnnxPredictor
 
-    exported = export_onnx(str(model_dir), str(tmp_path / "onnx"), int8=True)
     onnx = OnnxPredictor(str(exported), int8=True)
     info = server_info(str(exported), onnx, "onnx", "int8", LIMITS)
     with TestClient(create_app(onnx, info, LIMITS)) as client:
@@ -278,6 +300,24 @@ def test_onnx_int8_backend_equals_its_predictor(model_dir, tmp_path):
     assert [(p["label"], p["probability"]) for p in predictions] == [(e["label"], e["probability"]) for e in onnx.predict(TEXTS)]
     assert (info["backend"], info["precision"]) == ("onnx", "int8")
     assert info["evaluation"]["split"] == "test"  # export keeps metrics.json
+
+
+def test_serve_benchmark_smoke(model_dir, exported, tiny_csv_dir, tmp_path):
+    pytest.importorskip("httpx")
+    out = tmp_path / "serve"
+    command = [sys.executable, str(ROOT / "benchmarks" / "serve.py"), "--model", str(model_dir), "--onnx-model", str(exported),
+               "--data", str(tiny_csv_dir), "--clients", "5", "--single-requests", "3", "--batch-requests", "2",
+               "--batch-texts", "4", "--output", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "serve.json").read_text(encoding="utf-8"))
+    rows = [(b["backend"], r["workload"], r["requests"], r["texts"], r["errors"]) for b in result["backends"] for r in b["workloads"]]
+    assert rows == [("torch", "single", 15, 15, 0), ("torch", "4 texts", 10, 40, 0),
+                    ("onnx int8", "single", 15, 15, 0), ("onnx int8", "4 texts", 10, 40, 0)]
+    assert all(b["server_exit_code"] == 0 for b in result["backends"])
+    assert all(r["same_label_as_predict"] > 0.5 and r["texts_per_second"] > 0 for b in result["backends"] for r in b["workloads"])
+    assert "| torch | single | 15 |" in (tmp_path / "serve.md").read_text(encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- fuzzing from the OpenAPI schema
@@ -420,6 +460,8 @@ def test_serve_command_errors_are_one_line(model_dir, tmp_path, capsys, monkeypa
         (["--model", str(model_dir), "--int8", "--port", "0"], "--backend onnx"),
         (["--model", str(model_dir), "--max-texts", "0"], "--max-texts must be at least 1"),
         (["--model", str(model_dir), "--port", "70000"], "--port must be between"),
+        (["--model", str(model_dir), "--port", "0", "--threads", "0"], "--threads must be at least 1"),
+        (["--model", str(model_dir), "--workers", "0"], "--workers must be at least 1"),
     ]
     for argv, message in cases:
         assert main(["serve", *argv]) == 2

@@ -15,10 +15,20 @@ BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 def load_predictor(model: str, backend: Backend = "torch", int8: bool = False, batch_size: int = 64,
-                   precision: str = "auto"):
-    """The predictor for `model` (a trained folder, or an exported one with backend="onnx")."""
+                   precision: str = "auto", threads: int | None = None):
+    """The predictor for `model` (a trained folder, or an exported one with backend="onnx").
+
+    `threads`: the model's compute threads (PyTorch's intra-op threads, which the ONNX backend follows);
+    None keeps PyTorch's default, one per core.
+    """
     if backend not in BACKENDS:
         raise UserError(f"--backend {backend!r} is not valid: use one of {', '.join(BACKENDS)}")
+    if threads is not None:
+        if threads < 1:
+            raise UserError(f"--threads must be at least 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
     if backend == "onnx":
         from ..onnx_predict import OnnxPredictor
 

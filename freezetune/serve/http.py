@@ -75,7 +75,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 def create_app(predictor, info: dict, limits: ServeLimits, log_texts: bool = False) -> FastAPI:
     """The app serving `predictor` (a `BatchedClassifier`); `info` is returned as is at GET /info."""
-    batcher = DynamicBatcher(predictor.probabilities, limits.max_batch, limits.max_wait_ms)
+    batcher = DynamicBatcher(predictor.probabilities, limits.max_batch, limits.max_wait_ms, limits.workers)
     labels = list(predictor.label_names)
 
     @asynccontextmanager

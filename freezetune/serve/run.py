@@ -60,12 +60,20 @@ def server_info(model: str, predictor, backend: str, precision: str, limits: Ser
         "model": Path(model).resolve().name,
         "backend": backend,
         "precision": precision,
+        "threads_per_call": torch_threads(),
         **folder_facts(model),
         "labels": list(predictor.label_names),  # the loaded model's own, whatever metrics.json says
         "max_length": n,
         "limits": {**limits.to_dict(), "max_length_tokens": n,
                    "truncation": f"texts longer than {n} tokens are truncated to their first {n} tokens"},
     }
+
+
+def torch_threads() -> int:
+    """PyTorch's intra-op thread count: one per physical core unless OMP_NUM_THREADS or --threads says otherwise."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _log_config() -> dict:
@@ -107,10 +115,10 @@ def run_app(app, sock: socket.socket, ready_message: str) -> None:
 
 def serve_from_args(args) -> None:
     require_serve_dependencies()
-    limits = limits_from_args(args)
+    limits = limits_from_args(args, cores=torch_threads())  # before --threads changes the count
     started = time.perf_counter()
     with contextlib.closing(bind_socket(args.host, args.port)) as sock:
-        predictor = load_predictor(args.model, args.backend, args.int8, limits.max_batch, args.precision)
+        predictor = load_predictor(args.model, args.backend, args.int8, args.batch_size, args.precision, args.threads)
         precision = describe_precision(predictor, args.backend, args.int8)
         info = server_info(args.model, predictor, args.backend, precision, limits)
 
