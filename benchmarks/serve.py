@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's freezetune, also for the server
 
 from machine import describe_machine  # noqa: E402
 
-READY = re.compile(r"ready in [\d.]+s at (http://\S+) ")
+READY = re.compile(r"ready at (http://\S+) ")
 
 
 def workload_texts(pool: list[str], clients: int, requests: int, texts_per_request: int) -> list[list[list[str]]]:

@@ -323,10 +323,9 @@ def test_serve_benchmark_smoke(model_dir, exported, tiny_csv_dir, tmp_path):
 # --------------------------------------------------------------------------- fuzzing from the OpenAPI schema
 
 
-def test_no_server_error_for_any_generated_request(model_dir, predictor):
+def test_generated_requests_get_no_server_error_and_match_the_schema(model_dir, predictor):
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, given, settings
-    from schemathesis.checks import not_a_server_error
     from schemathesis.generation import GenerationMode
 
     app = make_app(model_dir, predictor)
@@ -342,7 +341,9 @@ def test_no_server_error_for_any_generated_request(model_dir, predictor):
             def fuzz(case):
                 response = case.call()
                 seen.append(response.status_code)
-                case.validate_response(response, checks=[not_a_server_error])
+                # schemathesis's default checks: no 5xx, documented status codes and content types, responses
+                # that match their schema, invalid data rejected and valid data accepted
+                case.validate_response(response)
 
             fuzz()
     assert seen and max(seen) < 500
@@ -440,7 +441,7 @@ def _wait_for_ready(process, timeout: float) -> str:
         while time.monotonic() < deadline:
             line = reader.submit(process.stderr.readline).result(timeout=max(0.1, deadline - time.monotonic()))
             lines.append(line)
-            found = re.search(r"ready in [\d.]+s at (http://127\.0\.0\.1:\d+)", line)
+            found = re.search(r"ready at (http://127\.0\.0\.1:\d+)", line)
             if found:
                 return found.group(1)
             if not line and process.poll() is not None:

@@ -1,7 +1,7 @@
 """The HTTP API: `create_app(predictor, info, limits)` builds the FastAPI app that `freezetune serve` runs.
 
-POST /predict scores texts through the `DynamicBatcher` (one model call for many concurrent requests, in a
-worker thread, so the event loop stays free); GET /health, GET /info, the OpenAPI schema at /openapi.json,
+POST /predict scores texts through the `DynamicBatcher` (one model call for many concurrent requests, in
+worker threads, so the event loop stays free); GET /health, GET /info, the OpenAPI schema at /openapi.json,
 Swagger UI at /docs and a small page at /. Bad requests get JSON errors, never a 500: 422 naming the field
 (wrong types, empty lists, over the text or character limits), 413 (body too large), 400 (body not UTF-8).
 """
@@ -191,7 +191,7 @@ class RequestLog:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        started, status = time.perf_counter(), [500]
+        started, status = time.perf_counter(), ["-"]  # "-": no response (the client went away, or a crash)
 
         async def send_status(message):
             if message["type"] == "http.response.start":
@@ -203,5 +203,5 @@ class RequestLog:
         finally:
             client = "%s:%s" % tuple(scope["client"]) if scope.get("client") else "-"
             note = scope.get("state", {}).get("log", "")
-            LOGGER.info('%s "%s %s" %d %.1f ms %s', client, scope["method"], scope["path"], status[0],
+            LOGGER.info('%s "%s %s" %s %.1f ms %s', client, scope["method"], scope["path"], status[0],
                         (time.perf_counter() - started) * 1000, note)

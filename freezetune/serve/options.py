@@ -10,7 +10,6 @@ from ..errors import UserError
 from .backends import BACKENDS
 
 
-
 @dataclass(frozen=True)
 class ServeLimits:
     """What one request may hold, and how concurrent requests are gathered into model calls (reported at /info)."""

@@ -127,6 +127,6 @@ def serve_from_args(args) -> None:
         app = create_app(predictor, info, limits, log_texts=args.log_texts)
         host, port = sock.getsockname()[:2]
         url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-        run_app(app, sock, f"freezetune serve: {info['model']} ({args.backend} {precision}) ready in "
-                           f"{time.perf_counter() - started:.1f}s at {url} (page /, API docs /docs, stop with Ctrl-C)")
+        run_app(app, sock, f"freezetune serve: {info['model']} ({args.backend} {precision}, loaded in "
+                           f"{time.perf_counter() - started:.1f}s) ready at {url} (page /, API docs /docs, stop with Ctrl-C)")
     print("freezetune serve: stopped", file=sys.stderr)
