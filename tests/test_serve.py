@@ -335,7 +335,7 @@ def test_generated_requests_get_no_server_error_and_match_the_schema(model_dir, 
         operation = schema[path][method]
         # Invalid data (NEGATIVE) only where there is data: the GETs take no parameters.
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if method == "POST" else (GenerationMode.POSITIVE,):
-            @settings(max_examples=25 if path == "/predict" else 3, deadline=None, database=None,
+            @settings(max_examples=50 if path == "/predict" else 3, deadline=None, database=None,
                       suppress_health_check=list(HealthCheck))
             @given(case=operation.as_strategy(generation_mode=mode))
             def fuzz(case):

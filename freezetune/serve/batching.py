@@ -11,7 +11,7 @@ With `workers` > 1, that many calls run at once, each on its own thread (the mod
 reads it). On a CPU, several one-thread calls beat one call spread over several threads when the server is
 busy: threads of one call meet at a barrier after every operation, so one of them preempted by the event
 loop (or anything else on the machine) stalls them all; on the 2-core machine of this project, one call on
-2 threads while the event loop ran measured about 10x slower than 2 one-thread calls.
+2 threads measured 5-10x slower than 2 one-thread calls whenever anything else ran (the event loop included).
 """
 
 from __future__ import annotations
