@@ -320,6 +320,19 @@ def test_serve_benchmark_smoke(model_dir, exported, tiny_csv_dir, tmp_path):
     assert "| torch | single | 15 |" in (tmp_path / "serve.md").read_text(encoding="utf-8")
 
 
+@pytest.mark.parametrize("client", ["aiohttp", "httpx"])
+def test_benchmark_clients_get_every_label(client, model_dir, predictor, monkeypatch):
+    pytest.importorskip(client)
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import serve as bench  # benchmarks/serve.py
+
+    per_client = bench.workload_texts(TEXTS, clients=3, requests=2, texts_per_request=2)
+    with UvicornThread(make_app(model_dir, predictor)) as server:
+        result = asyncio.run(bench.run_clients(server.url, per_client, client))
+    assert (result["requests"], result["texts"], result["errors"]) == (6, 12, 0)
+    assert result["labels"] == [r["label"] for r in predictor.predict(bench.flatten(per_client))]
+
+
 # --------------------------------------------------------------------------- fuzzing from the OpenAPI schema
 
 
