@@ -48,18 +48,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="with --backend torch: auto (bf16 where the CPU/GPU runs it natively, else fp32), fp32, bf16, fp16 (GPU)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only; 0.0.0.0 for all)")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free port)")
-    parser.add_argument("--max-texts", type=int, default=defaults.max_texts, help="texts per request")
-    parser.add_argument("--max-chars", type=int, default=defaults.max_chars, help="characters per text")
-    parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes, help="request body size")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s; 0: any free port)")
+    parser.add_argument("--max-texts", type=int, default=defaults.max_texts, help="texts per request (default: %(default)s)")
+    parser.add_argument("--max-chars", type=int, default=defaults.max_chars, help="characters per text (default: %(default)s)")
+    parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes, help="request body size in bytes (default: %(default)s)")
     parser.add_argument("--max-batch", type=int, default=defaults.max_batch,
-                        help="texts per model call, gathered across concurrent requests")
-    parser.add_argument("--batch-size", type=int, default=64, help="texts per forward pass within a model call (as predict's)")
+                        help="texts per model call, gathered across concurrent requests (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=64, help="texts per forward pass within a model call (default: %(default)s, as predict's)")
     parser.add_argument("--workers", type=int, help="model calls at once, each on its own thread (default: one per core)")
     parser.add_argument("--threads", type=int, default=1,
                         help="compute threads of each model call (default 1; with --workers 1, the cores: lowest latency when idle)")
     parser.add_argument("--max-wait-ms", type=float, default=defaults.max_wait_ms,
-                        help="how long a request waits for others to share its model call")
+                        help="how long a request waits for others to share its model call (default: %(default)s)")
     parser.add_argument("--log-texts", action="store_true", help="log each request's texts (default: only counts and timings)")
 
 
