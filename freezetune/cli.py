@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .config import DEFAULT_DATA, DEFAULT_MODEL, PRECISIONS, TrainConfig
 from .errors import Terminated, UserError
+from .serve.options import add_serve_arguments
 
 EXIT_USAGE = 2
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process killed by it
@@ -150,13 +151,9 @@ def _predictor(args):
 
 
 def _model_predictor(args, model: str):
-    if args.backend == "onnx":
-        from .onnx_predict import OnnxPredictor
+    from .serve.backends import load_predictor
 
-        return OnnxPredictor(model, args.batch_size, int8=args.int8)
-    from .predict import Predictor
-
-    return Predictor(model, args.batch_size, precision=args.precision)
+    return load_predictor(model, args.backend, args.int8, args.batch_size, args.precision)
 
 
 def _check_prediction_output(args) -> Path | None:
@@ -205,6 +202,12 @@ def cmd_export(args) -> None:
     out = export_onnx(args.model, args.output_dir, int8=args.int8, overwrite=args.overwrite)
     print(f"wrote {out}; predict with: freezetune predict --backend onnx --model {out}"
           + (" [--int8]" if args.int8 else ""), file=sys.stderr)
+
+
+def cmd_serve(args) -> None:
+    from .serve.run import serve_from_args
+
+    serve_from_args(args)
 
 
 def cmd_eval(args) -> None:
@@ -292,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_export)
+
+    p = commands.add_parser("serve", help="serve a trained model over HTTP: POST /predict, GET /info, a page at /")
+    add_serve_arguments(p)
+    p.set_defaults(func=cmd_serve)
 
     p = commands.add_parser("eval", help="evaluate a trained model on a labelled dataset")
     p.add_argument("--model", required=True)

@@ -1,7 +1,7 @@
 """Export a trained output folder to ONNX (float32, optionally also int8) for CPU inference without PyTorch.
 
 The exported folder holds what `OnnxPredictor` needs: model.onnx (and model.int8.onnx), the tokenizer files,
-config.json (for id2label) and run_config.json (for the trained max length).
+config.json (for id2label), run_config.json (for the trained max length) and metrics.json (for `serve`'s /info).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .errors import UserError
 from .outputs import check_not_input, check_output_dir, output_lock, staged_output_dir
 
 MODEL_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
-COPIED_FILES = ("config.json", "run_config.json")
+COPIED_FILES = ("config.json", "run_config.json", "metrics.json")  # metrics: for `serve`'s /info
 OPSET = 17
 # Inputs in the order the exported graph lists them; token_type_ids only where the tokenizer makes them.
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")

@@ -33,6 +33,7 @@ from ..losses import class_prior, class_weights, make_loss, parse_loss
 from ..inference import TorchClassifier
 from ..measure import peak_memory_mb
 from ..metrics import classification_report, summary_metrics
+from ..modelcard import write_model_card
 from ..models import describe_model, load_classifier, load_tokenizer
 from ..models.head import fold_into_classifier
 from ..outputs import check_not_input, check_output_dir, scratch_dir, staged_output_dir, write_json_atomic
@@ -441,6 +442,7 @@ def write(run: Run, fitted: Fitted, result: RunResult) -> None:
                 shutil.move(str(item), str(stage / item.name))
         write_json_atomic(stage / METRICS_FILE, result.to_dict())
         write_json_atomic(stage / RUN_CONFIG_FILE, config.to_dict())
+        write_model_card(stage, result.to_dict(), config.to_dict())  # README.md, the Hugging Face model card
         if run.post_hoc is not None and run.post_hoc.probabilities:
             p = run.post_hoc.probabilities
             reliability_diagram(stage / RELIABILITY_FILE, p["before"], p["after"], p["labels"])
