@@ -157,6 +157,24 @@ def staged_output_dir(path: str | os.PathLike, overwrite: bool):
 
 
 @contextlib.contextmanager
+def staged_files(folder: str | os.PathLike):
+    """Yield a private staging folder inside `folder`; on success move each file written there into `folder`.
+
+    For outputs that are several files in a folder that holds other things too (a study's report beside its
+    runs): each file appears whole (a rename), and an error or interruption leaves none of the new files and no
+    staging folder behind.
+    """
+    folder = Path(folder)
+    staging = Path(tempfile.mkdtemp(prefix=owned_prefix(".staged-"), dir=folder))
+    try:
+        yield staging
+        for file in sorted(staging.iterdir()):
+            os.replace(file, folder / file.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def output_lock(path: str | os.PathLike, flag: str = "--output-dir"):
     """Hold an exclusive lock on the output `path` for the block; a second holder fails at once, naming the first.
 

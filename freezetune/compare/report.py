@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from freezetune.calibration import ECE_BINS
 from freezetune.compare import plots
 from freezetune.compare.grid import Run
 from freezetune.compare.stats import mcnemar_exact, paired_bootstrap
+from freezetune.outputs import staged_files
 from freezetune.compare.tables import (
     PER_CLASS, TRADEOFF_TOLERANCE, best_tradeoff, calibration_frame, class_counts_frame, ensemble_frame, per_run,
     recipes_frame, results_frame, summary_frame,
@@ -34,17 +34,13 @@ def write_report(output_dir: Path, options, splits, results: list[tuple[Run, dic
     frame = results_frame(results)
     ensembles = ensemble_frame(results, splits.evaluation_split[1]["label"].to_numpy())
     summary = summary_frame(frame, splits.label_names).merge(ensembles, on="strategy", how="left")
-    staging = output_dir / f".report-{os.getpid()}"
-    staging.mkdir(exist_ok=True)
-    frame.to_csv(staging / "results.csv", index=False)
-    (staging / "results.json").write_text(frame.to_json(orient="records", force_ascii=False, indent=2), encoding="utf-8")
-    images = _plot(staging, frame, summary, splits, results, output_dir, options.metric)
-    blocks = _blocks(options, splits, frame, summary, results, images, selection or {})
-    (staging / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
-    (staging / "report.html").write_text(to_html(blocks, staging), encoding="utf-8")
-    for file in staging.iterdir():
-        os.replace(file, output_dir / file.name)
-    staging.rmdir()
+    with staged_files(output_dir) as staging:  # written aside, then each renamed into place; no leftovers on error
+        frame.to_csv(staging / "results.csv", index=False)
+        (staging / "results.json").write_text(frame.to_json(orient="records", force_ascii=False, indent=2), encoding="utf-8")
+        images = _plot(staging, frame, summary, splits, results, output_dir, options.metric)
+        blocks = _blocks(options, splits, frame, summary, results, images, selection or {})
+        (staging / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
+        (staging / "report.html").write_text(to_html(blocks, staging), encoding="utf-8")
 
 
 def _plot(folder: Path, frame, summary, splits, results, output_dir: Path, metric: str) -> list[tuple[str, str]]:

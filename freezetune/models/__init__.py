@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
-import sys
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -73,8 +73,9 @@ def _hub_or_shipped(loader, name: str, shipped, what: str, **kwargs):
             return loader(name, local_files_only=local_only, **kwargs)
         except OSError:  # not cached / hub unreachable
             continue
-    print(f"[freezetune] {name}: not in the HF cache and the hub cannot be reached; using the {what} shipped with "
-          "freezetune (the same as the hub's)", file=sys.stderr, flush=True)
+    logging.getLogger("freezetune").info(
+        "%s: not in the HF cache and the hub cannot be reached; using the %s shipped with freezetune (the same as "
+        "the hub's)", name, what)
     return shipped(**kwargs)
 
 

