@@ -1,12 +1,13 @@
-"""Training and prediction speed: the reference notebook pipeline vs `freezetune train`, per tuning strategy.
+"""Training and prediction speed: the notebook pipeline and a tuned Trainer vs `freezetune train`, per strategy.
 
     python benchmarks/speed.py --quick            # a few minutes on 2 cores
     python benchmarks/speed.py                    # the full data, 3 epochs
     python benchmarks/speed.py --quick --ablation --repeats 3 --skip-reference   # each shortcut turned off in turn
 
 On the same model, data, max length, batch size, learning rate, epochs and seed it runs (a) the notebook's code
-path (whole dataset tokenized with padding=True, the notebook's freezing loop, Trainer defaults) and (b)
-`freezetune.training.train`. Each training runs alone in a fresh process, so peak memory (ru_maxrss) is that
+path (whole dataset tokenized with padding=True, the notebook's freezing loop, Trainer defaults), (t) the same
+Trainer with the flags an informed user sets (bf16 where the CPU runs it natively, a padding collator, length
+grouping, and exactly the strategy's parameters frozen, embeddings included), and (b) `freezetune.training.train`. Each training runs alone in a fresh process, so peak memory (ru_maxrss) is that
 run's and no cache is shared. Prediction speed is measured for pipeline("text-classification"), freezetune's
 PyTorch Predictor and ONNX float32/int8. See benchmarks/README.md for what is measured and how FLOPs are counted.
 """
@@ -110,6 +111,65 @@ def run_reference(splits, model_name: str, frozen_layers: int, args: dict) -> di
         preds = trainer.predict(dataset["test"]).predictions.argmax(axis=-1)
     return {"seconds": time.perf_counter() - started, "epochs": args["epochs"], "peak_memory_mb": peak_memory_mb(),
             **scores(splits.test["label"], preds)}
+
+
+# --------------------------------------------------------------------------- (t) the tuned Trainer
+
+
+def run_tuned_trainer(splits, model_name: str, strategy: str, args: dict) -> dict:
+    """The notebook's Trainer as an informed user runs it: rows tokenized unpadded and padded per batch
+    (DataCollatorWithPadding), length-grouped batches, bf16 autocast where native, and the strategy's exact
+    frozen set (the bottom layers, plus the embeddings where the strategy freezes them; everything but the head
+    for `head`). Evaluation, checkpointing and best-model selection as in the notebook."""
+    import torch
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                              TrainingArguments, set_seed)
+
+    import freezetune.models.mean_pool  # noqa: F401  lets the Auto classes load the builtin model's folder
+    from freezetune.models import resolve_model
+    from freezetune.precision import cpu_has_native_bf16
+
+    started = time.perf_counter()
+    source = resolve_model(model_name)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+
+    def rows(frame):
+        encodings = tokenizer(frame["text"].tolist(), truncation=True, max_length=args["max_length"])
+        return [{**{k: v[i] for k, v in encodings.items()}, "labels": label} for i, label in enumerate(frame["label"])]
+
+    def compute_metrics(eval_pred):
+        logits, labels = eval_pred
+        return scores(labels, logits.argmax(axis=-1))
+
+    dataset = {name: rows(getattr(splits, name)) for name in ("train", "validation", "test")}
+    set_seed(args["seed"])
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=len(splits.label_names))
+    layers, embeddings = _tuned_frozen_set(strategy, model.config.num_hidden_layers)
+    for name, param in model.base_model.named_parameters():
+        in_layer = name.startswith("encoder.layer.") and int(name.split(".")[2]) < layers
+        if in_layer or (embeddings and name.startswith("embeddings.")) or strategy == "head":
+            param.requires_grad = False
+    bf16 = cpu_has_native_bf16()
+    with tempfile.TemporaryDirectory() as out:
+        training_args = TrainingArguments(
+            output_dir=out, num_train_epochs=args["epochs"], per_device_train_batch_size=args["batch_size"],
+            per_device_eval_batch_size=args["batch_size"], eval_strategy="epoch", logging_steps=50,
+            save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="eval_accuracy",
+            report_to=[], learning_rate=args["lr"], seed=args["seed"],
+            bf16=bf16, group_by_length=True,  # the informed user's flags
+        )
+        trainer = Trainer(model=model, args=training_args, train_dataset=dataset["train"],
+                          eval_dataset=dataset["validation"], compute_metrics=compute_metrics,
+                          data_collator=DataCollatorWithPadding(tokenizer))
+        trainer.train()
+        preds = trainer.predict(dataset["test"]).predictions.argmax(axis=-1)
+    return {"seconds": time.perf_counter() - started, "epochs": args["epochs"], "peak_memory_mb": peak_memory_mb(),
+            "precision": "bf16" if bf16 else "fp32", **scores(splits.test["label"], preds)}
+
+
+def _tuned_frozen_set(strategy: str, layers: int) -> tuple[int, bool]:
+    """(bottom layers frozen, embeddings frozen) of a STRATEGIES name, for a plain requires_grad loop."""
+    return {"full": (0, False), "freeze6": (6, False), "freeze6+emb": (6, True), "head": (layers, True)}[strategy]
 
 
 # --------------------------------------------------------------------------- (b) freezetune
@@ -305,10 +365,15 @@ def benchmark(args) -> dict:
                 print(f"[speed] (a) reference, {frozen_ref} layers frozen", file=sys.stderr)
                 run = repeated(args.repeats, run_reference, splits, args.model, frozen_ref, shared)
                 references[frozen_ref] = with_flops(run, frozen_ref, embeddings_trainable=True, padded=True)
+            tuned = None
+            if not args.skip_tuned:
+                print(f"[speed] (t) tuned Trainer, {strategy}", file=sys.stderr)
+                tuned = with_flops(repeated(args.repeats, run_tuned_trainer, splits, args.model, strategy, shared),
+                                   frozen, not embeddings_frozen, padded=False)
             print(f"[speed] (b) freezetune {strategy}", file=sys.stderr)
             run = repeated(args.repeats, run_freezetune, splits, args.model, strategy, shared, str(Path(work) / strategy), {})
-            rows.append({"strategy": strategy, "reference_frozen_layers": frozen_ref,
-                         "reference": references.get(frozen_ref), "freezetune": with_flops(run, frozen, not embeddings_frozen, padded=False)})
+            rows.append({"strategy": strategy, "reference_frozen_layers": frozen_ref, "reference": references.get(frozen_ref),
+                         "tuned": tuned, "freezetune": with_flops(run, frozen, not embeddings_frozen, padded=False)})
             for name, overrides in (ablations(embeddings_frozen) if args.ablation else {}).items():
                 print(f"[speed] (b) freezetune {strategy}, {name}", file=sys.stderr)
                 variant = repeated(args.repeats, run_freezetune, splits, args.model, strategy, shared,
@@ -316,7 +381,7 @@ def benchmark(args) -> dict:
                 ablation_rows.append({"strategy": strategy, "variant": name, "overrides": overrides,
                                       "freezetune": with_flops(variant, frozen, not embeddings_frozen, padded=False)})
         for row in rows + ablation_rows:
-            for run in (row.get("reference"), row["freezetune"]):
+            for run in (row.get("reference"), row.get("tuned"), row["freezetune"]):
                 if run:
                     run.update(_rates(run, len(splits.train), peaks))
         predicted = next((r["strategy"] for r in rows if r["strategy"] in ("full", "head")), rows[0]["strategy"])
@@ -334,8 +399,13 @@ def _rates(run: dict, train_rows: int, peaks: dict) -> dict:
             "gflops_per_second": run["flops"] / run["seconds"] / 1e9, "fraction_of_peak": run["flops"] / run["seconds"] / peak}
 
 
-def _run_cells(run: dict, ratio: str) -> str:
-    return (f"{run['seconds_per_epoch']:.1f} | {run['train_samples_per_second']:.1f} | {ratio} | {run.get('precision', 'fp32')} | "
+def _ratio(run: dict, reference: dict | None) -> str:
+    return f"{run['train_samples_per_second'] / reference['train_samples_per_second']:.2f}x" if reference else ""
+
+
+def _run_cells(run: dict, *ratios: str) -> str:
+    return (f"{run['seconds_per_epoch']:.1f} | {run['train_samples_per_second']:.1f} | {' | '.join(ratios)} | "
+            f"{run.get('precision', 'fp32')} | "
             f"{run['accuracy']:.4f} | {run['macro_f1']:.4f} | {run['peak_memory_mb']:.0f} | {run['gflops_per_second']:.1f} | "
             f"{run['fraction_of_peak']:.1%} |")
 
@@ -353,16 +423,18 @@ def markdown(result: dict) -> str:
         f"{s['rows']['test']}), max length {s['max_length']}, batch size {s['batch_size']}, lr {s['lr']}, "
         f"epochs {s['epochs']}, seed {s['seed']}. Times: {median}. Accuracy and macro-F1 on test, best epoch by "
         "validation accuracy. \"of peak\": of the matmul peak of the run's precision.", "",
-        "## Training: (a) the notebook's pipeline vs (b) freezetune", "",
-        "| strategy | run | s/epoch | train samples/s | (b)/(a) | precision | accuracy | macro-F1 | peak MB | GFLOP/s | of peak |",
-        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "## Training: (a) the notebook's pipeline, (t) a tuned Trainer, (b) freezetune", "",
+        "Speed-ups are whole runs (command to saved model and test score) as train samples/s ratios.", "",
+        "| strategy | run | s/epoch | train samples/s | (b)/(a) | (b)/(t) | precision | accuracy | macro-F1 | peak MB | GFLOP/s | of peak |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for row in result["training"]:
-        ref, ft = row["reference"], row["freezetune"]
+        ref, tuned, ft = row["reference"], row.get("tuned"), row["freezetune"]
         if ref:
-            lines.append(f"| {row['strategy']} | (a) notebook, {row['reference_frozen_layers']} layers frozen | {_run_cells(ref, '')}")
-        ratio = f"{ft['train_samples_per_second'] / ref['train_samples_per_second']:.2f}x" if ref else ""
-        lines.append(f"| {row['strategy']} | (b) freezetune | {_run_cells(ft, ratio)}")
+            lines.append(f"| {row['strategy']} | (a) notebook, {row['reference_frozen_layers']} layers frozen | {_run_cells(ref, '', '')}")
+        if tuned:
+            lines.append(f"| {row['strategy']} | (t) tuned Trainer | {_run_cells(tuned, '', '')}")
+        lines.append(f"| {row['strategy']} | (b) freezetune | {_run_cells(ft, _ratio(ft, ref), _ratio(ft, tuned))}")
     if result["ablation"]:
         whole = {row["strategy"]: row["freezetune"] for row in result["training"]}
         lines += ["", "## Ablation: freezetune with one shortcut turned off", "",
@@ -394,7 +466,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strategies", default=",".join(STRATEGIES), help=f"comma-separated, of: {', '.join(STRATEGIES)}")
     p.add_argument("--quick", action="store_true", help=f"subsample to {QUICK_ROWS} rows, 1 epoch")
-    p.add_argument("--skip-reference", action="store_true", help="run only freezetune (b)")
+    p.add_argument("--skip-reference", action="store_true", help="skip the notebook pipeline (a)")
+    p.add_argument("--skip-tuned", action="store_true", help="skip the tuned Trainer (t)")
     p.add_argument("--ablation", action="store_true", help="also run freezetune with each shortcut turned off in turn")
     p.add_argument("--repeats", type=int, default=1, help="runs of each training; the median time is reported")
     p.add_argument("--output", help="results path without suffix (default benchmarks/results/speed-<quick|full>-<date>)")

@@ -98,3 +98,18 @@ def test_unknown_yaml_key_is_a_user_error(tmp_path, capsys):
     config.write_text("strategys: full\n")
     assert main(["compare", "--config", str(config), "--output-dir", str(tmp_path / "out")]) == 2
     assert "unknown option(s) strategys" in capsys.readouterr().err
+
+
+def test_every_packaged_config_is_a_valid_study(tmp_path):
+    """Each config `compare --list-configs` names loads, with every strategy and recipe name valid."""
+    import dataclasses
+
+    from freezetune.compare.grid import parse_strategies, with_recipes
+    from freezetune.configs import list_configs, load_yaml
+
+    names = [row.split(":")[0] for row in list_configs()]  # `NAME: what it is`
+    assert {"offline-default", "seed-game-chat", "strategies", "sweep", "recipes"} <= set(names)
+    for name in names:
+        values = load_yaml(name, valid=[f.name for f in dataclasses.fields(CompareOptions)])
+        options = CompareOptions(**{"output_dir": str(tmp_path / name), **values})
+        assert with_recipes(parse_strategies(options.strategies), options.recipes)

@@ -135,3 +135,34 @@ def test_tradeoff_when_the_most_accurate_recipe_also_has_the_best_macro_f1():
     recipes = _recipes([("full", "argmax", 0.90, 0.80), ("full", "argmax", 0.70, 0.90)])
     assert tradeoff_sentence(recipes, "test").startswith(
         "Best trade-off: full with the argmax decision rule has both the best mean test accuracy (0.9000)")
+
+
+# --------------------------------------------------------------------------- recipes: strategy x imbalance recipe
+
+
+def test_recipes_cross_each_transformer_strategy_and_set_its_runs_loss(tiny_bert, tiny_csv_dir, tmp_path):
+    options = CompareOptions(
+        output_dir=str(tmp_path / "out"), model=str(tiny_bert), data=str(tiny_csv_dir), strategies=["head", "tfidf"],
+        recipes=["ce", "focal:gamma=2+balanced", "focal"], seeds=[0], epochs=1, batch_size=8, max_length=16,
+        precision="fp32", class_weights="balanced",  # a recipe, not the study's flags, sets its runs' weighting
+    )
+    out = compare(options)
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    # focal:gamma=2 is focal's default: one recipe, named canonically; the baseline runs once, unaffected
+    assert runs == ["head@ce-seed0", "head@focal+balanced-seed0", "head@focal-seed0", "tfidf-seed0"]
+    for name, loss, weighted in (("head@ce", "ce", False), ("head@focal", "focal", False),
+                                 ("head@focal+balanced", "focal", True)):
+        metrics = _metrics(out, name, 0)
+        assert metrics["details"]["loss"] == loss
+        assert (metrics["class_weights"] is not None) == weighted
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "| head@focal+balanced |" in report and "recipes ce, focal:gamma=2+balanced, focal" in report
+
+
+@pytest.mark.parametrize("recipe", ["hinge", "ce+weighted", "focal:gamma=-1"])
+def test_bad_recipes_fail_before_any_run(recipe, tmp_path):
+    from freezetune.errors import UserError
+
+    with pytest.raises(UserError, match="recipe|loss"):
+        CompareOptions(output_dir=str(tmp_path / "out"), recipes=["ce", recipe])
+    assert not (tmp_path / "out").exists()

@@ -141,3 +141,44 @@ def test_builtin_e5_onnx_parity_on_real_titles(e5_model):
     agreement = (int8.argmax(axis=1) == torch_probs.argmax(axis=1)).mean()
     # int8 everywhere gave 97.5% here; keeping the FFN down-projections in float32 (export.FFN_OUTPUT) fixes it.
     assert agreement >= 0.99
+
+
+def test_a_decision_rule_model_gives_the_same_labels_on_every_path(e5_model, tmp_path, capsys):
+    """Issue 10: a temperature and macro-F1 offsets fitted on real validation titles, folded into the head, then
+    `predict`, `predict --backend onnx` and plain `transformers.pipeline` label 200 real test titles identically."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    import freezetune.models.mean_pool  # noqa: F401  lets pipeline() load the builtin model's folder
+    from freezetune import load_splits
+    from freezetune.calibration import fit_temperature
+    from freezetune.decision import fit_logit_offsets
+    from freezetune.models.head import fold_into_classifier
+
+    model_dir, titles = e5_model
+    validation = load_splits("builtin:inews").validation.sample(300, random_state=0)
+    logits = Predictor(str(model_dir), precision="fp32").logits(validation["text"].tolist())
+    temperature = fit_temperature(logits, validation["label"].to_numpy())
+    offsets = fit_logit_offsets(logits / temperature, validation["label"].to_numpy())
+    assert np.any(offsets != 0)  # the rule changes decisions, or this test would prove nothing about folding
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    fold_into_classifier(model, temperature, offsets)
+    folder = tmp_path / "decided"
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(folder)
+    (folder / "run_config.json").write_text((model_dir / "run_config.json").read_text())
+    export_onnx(str(folder), str(tmp_path / "onnx"))
+
+    labels = {}
+    for backend, model_path in (("torch", folder), ("onnx", tmp_path / "onnx")):
+        capsys.readouterr()
+        assert main(["predict", *titles, "--model", str(model_path), "--backend", backend, "--json"]) == 0
+        labels[backend] = [json.loads(line)["label"] for line in capsys.readouterr().out.splitlines()]
+    reference = pipeline("text-classification", model=str(folder))
+    labels["pipeline"] = [r["label"] for r in reference(titles, batch_size=64, truncation=True, max_length=30)]
+    assert len(labels["torch"]) == 200
+    assert labels["torch"] == labels["onnx"] == labels["pipeline"]
+    # and they are the decision rule's labels, not argmax's: the offsets change some of them
+    raw = Predictor(str(model_dir), precision="fp32").logits(titles)
+    names = model.config.id2label
+    assert [names[i] for i in (raw / temperature + offsets).argmax(axis=1)] == labels["pipeline"]
+    assert [names[i] for i in raw.argmax(axis=1)] != labels["pipeline"]

@@ -2,11 +2,15 @@
 
 Strategy names are the training vocabulary (`freezetune.strategies.parse_strategy`) plus two study-level words:
 the baselines `lstm` and `tfidf`, and `sweep[:0,2,4,...]`, which stands for `freezeN` at each point.
+
+Recipes (`--recipes`) cross every transformer strategy with ways of handling class imbalance: a recipe is a loss
+spec (`freezetune.losses`) with an optional `+balanced` (class weights), e.g. `ce`, `ce+balanced`, `focal:gamma=2`.
+Each (strategy, recipe) pair is then its own row of the study, named `STRATEGY@RECIPE` (`full@focal`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from freezetune.errors import UserError
@@ -27,10 +31,18 @@ class StudyStrategy:
     None for every other strategy and the baselines: they are not points of the frozen-layers plot."""
     lr_grid: tuple[float, ...] = ()
     """The strategy family's default learning rates (`--lr-grid auto`); empty for baselines."""
+    spec: str = ""
+    """The training strategy, when `name` also names a recipe (`full` for `full@focal`); empty: `name`."""
+    overrides: tuple[tuple[str, str], ...] = ()
+    """Training options the recipe sets, e.g. (("loss", "focal"), ("class_weights", "balanced"))."""
 
     @property
     def is_baseline(self) -> bool:
         return self.name in BASELINES
+
+    @property
+    def training_strategy(self) -> str:
+        return self.spec or self.name
 
 
 def parse_strategies(names: list[str]) -> list[StudyStrategy]:
@@ -66,6 +78,40 @@ def _study_strategy(spec: str) -> StudyStrategy:
     else:
         frozen, embeddings = None, None
     return StudyStrategy(name, frozen, embeddings, tuple(strategy.lr_grid))
+
+
+def with_recipes(strategies: list[StudyStrategy], recipes: list[str]) -> list[StudyStrategy]:
+    """Each transformer strategy once per recipe (recipe-major within a strategy); baselines stay single.
+
+    A recipe's rows are not points of the frozen-layers plot: several recipes would share each point.
+    """
+    if not recipes:
+        return strategies
+    parsed = dict(parse_recipe(recipe) for recipe in recipes)  # `focal` and `focal:gamma=2` are one recipe
+    out = []
+    for strategy in strategies:
+        if strategy.is_baseline:
+            out.append(strategy)
+            continue
+        out += [replace(strategy, name=f"{strategy.name}@{name}", spec=strategy.name, overrides=overrides,
+                        frozen_layers=None, freeze_embeddings=None) for name, overrides in parsed.items()]
+    return out
+
+
+def parse_recipe(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """`LOSS[+balanced]` -> (canonical name, training option overrides); a bad loss is a one-line UserError."""
+    from freezetune.losses import parse_loss
+
+    loss, plus, weights = text.strip().lower().partition("+")
+    if plus and weights != "balanced":
+        raise UserError(f"recipe {text!r}: write a loss spec with an optional +balanced, e.g. ce, ce+balanced, "
+                        "focal:gamma=2, logit-adjusted+balanced")
+    try:
+        loss = str(parse_loss(loss))
+    except UserError as exc:
+        raise UserError(f"recipe {text!r}: {exc}") from None
+    name = loss + ("+balanced" if plus else "")
+    return name, (("loss", loss), ("class_weights", "balanced" if plus else "none"))
 
 
 def _sweep_points(name: str) -> list[int]:
@@ -134,13 +180,13 @@ def _train_transformer(run: Run, splits, options, folder: Path) -> dict:
 
     from freezetune.config import TrainConfig
 
-    shared = options.shared()
+    shared = {**options.shared(), **dict(run.strategy.overrides)}
     if run.lr is not None:
         shared["lr"] = run.lr
     # A resumed study continues a run that was stopped mid-training from its last epoch's checkpoint; anything
     # else an unfinished run left (no metrics.json) is worth nothing: overwrite.
     resume = options.resume and resumable(folder)
-    config = TrainConfig(**shared, output_dir=str(folder), strategy=run.strategy.name, seed=run.seed,
+    config = TrainConfig(**shared, output_dir=str(folder), strategy=run.strategy.training_strategy, seed=run.seed,
                          overwrite=not resume, resume=resume)
     return train(config, splits)
 

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from freezetune.compare.executors import check_executor_options
+from freezetune.compare.grid import parse_recipe
 from freezetune.config import TrainOptions, option
 from freezetune.errors import UserError
 
 DEFAULT_STRATEGIES = ["full", "freeze6", "head", "lstm", "tfidf"]
 # Options that do not change what a run computes; every other option must match to --resume a study.
-NOT_RUN_DEFINING = {"output_dir", "config", "resume", "overwrite", "strategies", "seeds",
+# Recipes name their runs (like strategies), so a study resumed with more of them keeps the finished ones.
+NOT_RUN_DEFINING = {"output_dir", "config", "resume", "overwrite", "strategies", "recipes", "seeds",
                     "executor", "ray_address", "ray_cpus_per_run", "ray_gpus_per_run"}
 Executor = Literal["serial", "ray"]
 
@@ -34,6 +36,10 @@ class CompareOptions(TrainOptions):
                                    "training strategy (full, freezeN, freezeN+emb, head, topN, bitfit, lora, "
                                    "freezeN+lora, llrd, gradual, ...), the baselines lstm and tfidf, and sweep[:0,2,...] "
                                    "(freezeN at each point)")
+    recipes: list[str] = option([], "imbalance recipes to cross with every transformer strategy: a --loss spec with an "
+                                "optional +balanced (class weights), e.g. ce ce+balanced focal logit-adjusted; each "
+                                "recipe sets the loss and class weights of its runs, named STRATEGY@RECIPE; "
+                                "default: none, every run uses --loss and --class-weights")
     seeds: list[str] = option(["0", "1", "2"], "seeds: one run per strategy and seed (space- or comma-separated)")
     lstm_lr: float = option(2e-3, "learning rate of the LSTM baseline (trained from scratch, it wants a larger one)")
     lr_grid: str | None = option(None, "choose each strategy's learning rate on validation first: `auto` (each "
@@ -62,6 +68,9 @@ class CompareOptions(TrainOptions):
         if not self.output_dir:
             raise UserError("compare needs --output-dir (or output_dir in the --config file)")
         self.strategies = _as_list(self.strategies)
+        self.recipes = _as_list(self.recipes or [])
+        for recipe in self.recipes:
+            parse_recipe(recipe)  # a bad recipe fails here, before any run
         try:
             self.seeds = [int(s) for s in _as_list(self.seeds)]
         except ValueError:

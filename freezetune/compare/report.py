@@ -80,6 +80,12 @@ def _encoder_depth(results, output_dir: Path) -> int | None:
     return None
 
 
+def _imbalance_handling(options) -> str:
+    if options.recipes:
+        return f"loss and class weights set by each run's recipe (STRATEGY@RECIPE; recipes {', '.join(options.recipes)})"
+    return f"loss {options.loss}, class weights {options.class_weights}"
+
+
 def _pm(mean: float, std: float, digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
@@ -93,8 +99,8 @@ def _blocks(options, splits, frame, summary, results, images, selection: dict) -
              f"Final numbers are on the {eval_name} split with each run's best epoch by validation {options.metric}. "
              f"Transformer runs: {options.epochs} epochs, batch size {options.batch_size}, "
              f"learning rate {'chosen per strategy on validation (below)' if selection else options.lr}, "
-             f"max length {options.max_length}, precision {precision}, loss {options.loss}, class weights "
-             f"{options.class_weights}, decision rule {options.decision}, calibration {options.calibration}. "
+             f"max length {options.max_length}, precision {precision}, {_imbalance_handling(options)}, "
+             f"decision rule {options.decision}, calibration {options.calibration}. "
              f"Seeds: {', '.join(map(str, options.seeds))}.")
     blocks = [("h1", "freezetune compare: the freezing study"), ("p", about)]
     if options.model.startswith("builtin:"):

@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from freezetune.compare.executors import open_executor
-from freezetune.compare.grid import METRICS_FILE, Run, StudyStrategy, grid, parse_strategies
+from freezetune.compare.grid import METRICS_FILE, Run, StudyStrategy, grid, parse_strategies, with_recipes
 from freezetune.compare.options import CompareOptions
 from freezetune.errors import UserError
 from freezetune.outputs import check_not_input, check_writable, output_lock, write_json_atomic
@@ -36,7 +36,7 @@ def compare(options: CompareOptions) -> Path:
     from freezetune.compare.report import write_report
     from freezetune.data import load_splits
 
-    strategies = parse_strategies(options.strategies)  # a bad name fails before any work
+    strategies = with_recipes(parse_strategies(options.strategies), options.recipes)  # bad names fail before any work
     out = _check_output_location(options)
     splits = load_splits(options.data, options.text_column, options.label_column, SPLIT_SEED, options.validation_fraction)
     if any(not strategy.is_baseline for strategy in strategies):
