@@ -2,7 +2,7 @@
 
     python benchmarks/speed.py --quick            # a few minutes on 2 cores
     python benchmarks/speed.py                    # the full data, 3 epochs
-    python benchmarks/speed.py --quick --ablation --repeats 3 --skip-reference   # each shortcut turned off in turn
+    python benchmarks/speed.py --quick --ablation --repeats 3 --skip-reference --skip-tuned   # each shortcut off in turn
 
 On the same model, data, max length, batch size, learning rate, epochs and seed it runs (a) the notebook's code
 path (whole dataset tokenized with padding=True, the notebook's freezing loop, Trainer defaults), (t) the same
