@@ -156,7 +156,7 @@ def run_tuned_trainer(splits, model_name: str, strategy: str, args: dict) -> dic
             per_device_eval_batch_size=args["batch_size"], eval_strategy="epoch", logging_steps=50,
             save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="eval_accuracy",
             report_to=[], learning_rate=args["lr"], seed=args["seed"],
-            bf16=bf16, group_by_length=True,  # the informed user's flags
+            bf16=bf16, use_cpu=not torch.cuda.is_available(), train_sampling_strategy="group_by_length",
         )
         trainer = Trainer(model=model, args=training_args, train_dataset=dataset["train"],
                           eval_dataset=dataset["validation"], compute_metrics=compute_metrics,
