@@ -61,11 +61,23 @@ def scores(labels, preds) -> dict:
 # --------------------------------------------------------------------------- (a) the notebook's pipeline
 
 
+def notebook_training_args(out: str, args: dict, **extra):
+    """The notebook's TrainingArguments (evaluate and save every epoch, keep the best by accuracy) plus `extra`."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=out, num_train_epochs=args["epochs"], per_device_train_batch_size=args["batch_size"],
+        per_device_eval_batch_size=args["batch_size"], eval_strategy="epoch", logging_steps=50,
+        save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="eval_accuracy",
+        report_to=[], learning_rate=args["lr"], seed=args["seed"], **extra,
+    )
+
+
 def run_reference(splits, model_name: str, frozen_layers: int, args: dict) -> dict:
     """The notebook's cells with its names, parameterised by model, data and the shared settings."""
     import torch
     from torch.utils.data import Dataset
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments, set_seed
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, set_seed
 
     import freezetune.models.mean_pool  # noqa: F401  lets the Auto classes load the builtin model's folder
     from freezetune.models import resolve_model
@@ -99,12 +111,7 @@ def run_reference(splits, model_name: str, frozen_layers: int, args: dict) -> di
         if name.startswith("encoder.layer.") and int(name.split(".")[2]) < frozen_layers:
             param.requires_grad = False
     with tempfile.TemporaryDirectory() as out:
-        training_args = TrainingArguments(
-            output_dir=out, num_train_epochs=args["epochs"], per_device_train_batch_size=args["batch_size"],
-            per_device_eval_batch_size=args["batch_size"], eval_strategy="epoch", logging_steps=50,
-            save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="eval_accuracy",
-            report_to=[], learning_rate=args["lr"], seed=args["seed"],
-        )
+        training_args = notebook_training_args(out, args)
         trainer = Trainer(model=model, args=training_args, train_dataset=dataset["train"],
                           eval_dataset=dataset["validation"], compute_metrics=compute_metrics)
         trainer.train()
@@ -122,8 +129,7 @@ def run_tuned_trainer(splits, model_name: str, strategy: str, args: dict) -> dic
     frozen set (the bottom layers, plus the embeddings where the strategy freezes them; everything but the head
     for `head`). Evaluation, checkpointing and best-model selection as in the notebook."""
     import torch
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments, set_seed)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, set_seed
 
     import freezetune.models.mean_pool  # noqa: F401  lets the Auto classes load the builtin model's folder
     from freezetune.models import resolve_model
@@ -151,13 +157,8 @@ def run_tuned_trainer(splits, model_name: str, strategy: str, args: dict) -> dic
             param.requires_grad = False
     bf16 = cpu_has_native_bf16()
     with tempfile.TemporaryDirectory() as out:
-        training_args = TrainingArguments(
-            output_dir=out, num_train_epochs=args["epochs"], per_device_train_batch_size=args["batch_size"],
-            per_device_eval_batch_size=args["batch_size"], eval_strategy="epoch", logging_steps=50,
-            save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="eval_accuracy",
-            report_to=[], learning_rate=args["lr"], seed=args["seed"],
-            bf16=bf16, use_cpu=not torch.cuda.is_available(), train_sampling_strategy="group_by_length",
-        )
+        training_args = notebook_training_args(  # plus the informed user's flags
+            out, args, bf16=bf16, use_cpu=not torch.cuda.is_available(), train_sampling_strategy="group_by_length")
         trainer = Trainer(model=model, args=training_args, train_dataset=dataset["train"],
                           eval_dataset=dataset["validation"], compute_metrics=compute_metrics,
                           data_collator=DataCollatorWithPadding(tokenizer))
