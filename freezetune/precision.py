@@ -19,6 +19,11 @@ from .errors import UserError
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def device_type() -> str:
+    """Where freezetune computes: the GPU when there is one (training and prediction alike), else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX tiles: the instruction sets oneDNN uses for fast bfloat16 matmuls."""
     checks = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))

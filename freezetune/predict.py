@@ -10,7 +10,7 @@ from .errors import UserError
 from .inference import TorchClassifier
 from .metrics import classification_report
 from .models import load_tokenizer, load_trained_classifier
-from .precision import resolve_precision
+from .precision import device_type, resolve_precision
 
 DEFAULT_MAX_LENGTH = 512
 
@@ -27,7 +27,7 @@ class Predictor(TorchClassifier):
     """A trained output folder loaded with PyTorch; `precision` as in training (`auto`: bf16 where native)."""
 
     def __init__(self, model_dir: str, batch_size: int = 64, max_length: int | None = None, precision: str = "auto"):
-        model = load_trained_classifier(model_dir).eval()
+        model = load_trained_classifier(model_dir).eval().to(device_type())
         super().__init__(model, load_tokenizer(model_dir), batch_size, max_length or trained_max_length(model_dir),
                          resolve_precision(precision, model.device.type))
 

@@ -37,7 +37,7 @@ from ..modelcard import write_model_card
 from ..models import describe_model, load_classifier, load_tokenizer
 from ..models.head import fold_into_classifier
 from ..outputs import check_not_input, check_output_dir, scratch_dir, staged_output_dir, write_json_atomic
-from ..precision import resolve_precision
+from ..precision import device_type, resolve_precision
 from ..results import RunResult, rounded_probabilities
 from ..strategies import Strategy, TrainPlan, frozen_prefix, parameter_counts, parse_strategy, prepare as prepare_strategy
 from .compact_embedding import compact_word_embeddings
@@ -121,7 +121,7 @@ def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
     """All checks and set-up before the slow work: output folder, data, tokenizer, model, strategy, features."""
     checkpoints = Checkpoints.open(config)  # --resume: what it needs; without: an unfinished run is not lost
     check_output_dir(config.output_dir, config.overwrite)
-    device = _device_type()
+    device = device_type()
     precision = resolve_precision(config.precision, device)
     if splits is None:
         splits = load_splits(config.data, config.text_column, config.label_column, config.seed, config.validation_fraction)
@@ -182,6 +182,9 @@ def fit(run: Run) -> Fitted:
     started = time.perf_counter()
     fingerprint = data_fingerprint(run.splits.label_names, run.train_features, run.validation_features)
     resume_from = run.checkpoints.start(fingerprint, args.should_save, run.say)
+    # On the training device before the fast paths: they keep parts of the model outside it while it trains (the
+    # full word-embedding matrix, the cached bottom layers), which the Trainer's own move would leave behind.
+    run.model.to(args.device)
     with peak_memory_mb() as peak, contextlib.ExitStack() as fast_paths:
         train_set, validation_set, collator = run.train_features, run.validation_features, DataCollatorWithPadding(run.tokenizer)
         if config.compact_embeddings:
@@ -210,14 +213,24 @@ def fit(run: Run) -> Fitted:
 
 
 def _optimizer(run: Run) -> torch.optim.Optimizer:
-    """AdamW over the strategy's parameter groups (one group at lr unless it sets learning rates per layer)."""
+    optimizer, params = make_optimizer(run.model, run.strategy, run.config.lr)
+    run.params[:] = params  # again: compaction may have replaced one
+    return optimizer
+
+
+def make_optimizer(model, strategy: Strategy, lr: float, implementation: str = "default"):
+    """AdamW over the strategy's parameter groups (one group at lr unless it sets learning rates per layer).
+
+    Returns (optimizer, the parameters it updates). `implementation` is for benchmarks/mfu.py: `default`
+    is what training uses; `for-loop`, `foreach` and `fused` force one of torch's AdamW kernels.
+    """
     from ..strategies import trainable_parameters
 
-    params = trainable_parameters(run.model, run.strategy)  # again: compaction may have replaced one
-    run.params[:] = params
-    groups = run.strategy.parameter_groups(run.model, params, run.config.lr) or [{"params": params, "lr": run.config.lr}]
+    params = trainable_parameters(model, strategy)
+    groups = strategy.parameter_groups(model, params, lr) or [{"params": params, "lr": lr}]
+    kernel = {"default": {}, "for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
     # weight_decay 0, the Trainer's default, stated: compact_word_embeddings relies on it.
-    return torch.optim.AdamW(groups, lr=run.config.lr, weight_decay=0.0)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=0.0, **kernel[implementation]), params
 
 
 class BestEpochCallback(TrainerCallback):
@@ -274,7 +287,7 @@ def training_arguments(config: TrainConfig, precision: str, output_dir: str) -> 
         seed=config.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        use_cpu=_device_type() == "cpu",  # the Trainer allows bf16 without a GPU only when told it is on the CPU
+        use_cpu=device_type() == "cpu",  # the Trainer allows bf16 without a GPU only when told it is on the CPU
         eval_strategy="epoch",
         logging_strategy="epoch",  # so each logged train loss is that epoch's mean
         # A checkpoint at every epoch's end, for --resume; the best epoch's weights are kept by BestEpochCallback.
@@ -327,10 +340,6 @@ def _epoch_rows(log_history: list[dict]) -> list[dict]:
         if "eval_loss" in entry:
             row.update(eval_loss=entry["eval_validation_loss"], **{m: entry[f"eval_{m}"] for m in ("accuracy", "macro_f1", "weighted_f1")})
     return [row for _, row in sorted(rows.items()) if "eval_loss" in row]
-
-
-def _device_type() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # --- phase 3: evaluate ---------------------------------------------------------------------------------------
