@@ -102,7 +102,6 @@ def test_missing_data_and_unknown_sources(tmp_path, monkeypatch):
         load_splits("builtin:nope")
     with pytest.raises(UserError, match="no train file"):
         load_splits(str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(UserError, match="cannot load hf:someone/nothing"):
         load_splits("hf:someone/nothing")
