@@ -58,6 +58,12 @@ def scores(labels, preds) -> dict:
     return summary_metrics(labels, preds)
 
 
+def _test_scores(predicted) -> dict:
+    """Scores of `trainer.predict` output against its own label_ids: with length grouping the Trainer also groups
+    the batches it predicts, so predictions come in another order than the dataset's rows."""
+    return scores(predicted.label_ids, predicted.predictions.argmax(axis=-1))
+
+
 # --------------------------------------------------------------------------- (a) the notebook's pipeline
 
 
@@ -115,9 +121,9 @@ def run_reference(splits, model_name: str, frozen_layers: int, args: dict) -> di
         trainer = Trainer(model=model, args=training_args, train_dataset=dataset["train"],
                           eval_dataset=dataset["validation"], compute_metrics=compute_metrics)
         trainer.train()
-        preds = trainer.predict(dataset["test"]).predictions.argmax(axis=-1)
+        predicted = trainer.predict(dataset["test"])
     return {"seconds": time.perf_counter() - started, "epochs": args["epochs"], "peak_memory_mb": peak_memory_mb(),
-            **scores(splits.test["label"], preds)}
+            **_test_scores(predicted)}
 
 
 # --------------------------------------------------------------------------- (t) the tuned Trainer
@@ -163,9 +169,9 @@ def run_tuned_trainer(splits, model_name: str, strategy: str, args: dict) -> dic
                           eval_dataset=dataset["validation"], compute_metrics=compute_metrics,
                           data_collator=DataCollatorWithPadding(tokenizer))
         trainer.train()
-        preds = trainer.predict(dataset["test"]).predictions.argmax(axis=-1)
+        predicted = trainer.predict(dataset["test"])
     return {"seconds": time.perf_counter() - started, "epochs": args["epochs"], "peak_memory_mb": peak_memory_mb(),
-            "precision": "bf16" if bf16 else "fp32", **scores(splits.test["label"], preds)}
+            "precision": "bf16" if bf16 else "fp32", **_test_scores(predicted)}
 
 
 def _tuned_frozen_set(strategy: str, layers: int) -> tuple[int, bool]:

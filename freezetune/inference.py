@@ -13,6 +13,7 @@ import torch
 from scipy.special import softmax
 
 from .errors import UserError
+from .models.head import final_linear
 from .precision import autocast
 
 
@@ -52,14 +53,18 @@ class BatchedClassifier(TextClassifier):
 
     def logits(self, texts: list[str]) -> np.ndarray:
         """(texts, classes) float32 logits, in input order."""
+        return self._in_input_order(texts, self._logits, len(self.label_names))
+
+    def _in_input_order(self, texts: list[str], score, width: int) -> np.ndarray:
+        """`score(tokenized batch)` -> (batch, width) over length-sorted batches, returned as (texts, width) in input order."""
         order = np.argsort([len(t) for t in texts], kind="stable")
-        logits = np.zeros((len(texts), len(self.label_names)), dtype=np.float32)
+        out = np.zeros((len(texts), width), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
             idx = order[start : start + self.batch_size]
             batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
                                    max_length=self.max_length, return_tensors=self.tensor_type)
-            logits[idx] = self._logits(batch)
-        return logits
+            out[idx] = score(batch)
+        return out
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
         return softmax(self.logits(texts), axis=-1)
@@ -84,3 +89,30 @@ class TorchClassifier(BatchedClassifier):
             logits = self.model(**batch.to(self.model.device)).logits.float().cpu().numpy()
         self.model.train(was_training)
         return logits
+
+    def head_inputs(self, texts: list[str]) -> np.ndarray:
+        """(texts, features): what the model's final linear layer receives (its pooled features), in input order.
+
+        With `head_logits`, the logits of a changed final layer (e.g. a folded temperature) cost no second pass
+        through the encoder.
+        """
+        linear = final_linear(self.model)
+        captured = []
+        hook = linear.register_forward_hook(lambda module, args, output: captured.append(args[0]))
+
+        def features(batch):
+            captured.clear()
+            self._logits(batch)
+            return captured[0].float().cpu().numpy()
+
+        try:
+            return self._in_input_order(texts, features, linear.in_features)
+        finally:
+            hook.remove()
+
+    @torch.inference_mode()
+    def head_logits(self, features: np.ndarray) -> np.ndarray:
+        """The final linear layer on `head_inputs`, as the model's forward applies it (same precision)."""
+        linear = final_linear(self.model)
+        with autocast(self.precision, self.model.device.type):
+            return linear(torch.from_numpy(features).to(self.model.device)).float().cpu().numpy()

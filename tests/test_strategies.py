@@ -225,6 +225,12 @@ def test_lora_explicit_targets():
     assert adapted(names_of(model, params)) == {"query", "key", "value"}
     with pytest.raises(UserError, match=r"no Linear layer named nope: choose targets from .*query"):
         prepare(parse_strategy("lora:targets=query/nope"), model_of("bert"), TrainPlan(1, 1))
+    # `all`: every Linear layer inside the encoder layers (BERT's attention and feed-forward `dense` ones too)
+    model = model_of("bert")
+    params = prepare(parse_strategy("lora:targets=all"), model, TrainPlan(1, 1))
+    assert adapted(names_of(model, params)) == {"query", "key", "value", "dense"}
+    modules = {n.split(".lora_")[0] for n in names_of(model, params) if ".lora_" in n}
+    assert len(modules) == 6 * len(encoder_layers(model))  # q, k, v, attention out, intermediate, output
 
 
 def test_lora_refuses_when_every_layer_is_frozen():

@@ -7,7 +7,8 @@ outside the encoder) trains whole, as peft's `modules_to_save`, so that it is pa
 Options: `lora:r=8,alpha=16,dropout=0.1,targets=auto`. `targets` names the Linear layers to adapt inside each
 encoder layer by their last name, joined with `/` (`+` already joins strategies, `,` options):
 `lora:targets=query/key/value`. `auto` picks the attention query and value projections of BERT, RoBERTa,
-XLM-R and ELECTRA (`query`, `value`) and DistilBERT (`q_lin`, `v_lin`).
+XLM-R and ELECTRA (`query`, `value`) and DistilBERT (`q_lin`, `v_lin`); `all` every Linear layer of the encoder
+layers (attention and feed-forward, as peft's `all-linear`; the head trains whole anyway).
 
 With a restriction such as `freeze6+lora`, adapters go on layers 6.. only, so the embeddings and layers 0..5
 never change and the prefix cache computes their output once. Before saving, the adapters are merged into the
@@ -43,7 +44,7 @@ class LoRA(Strategy):
     alpha: int = 16
     dropout: float = 0.1
     targets: str = "auto"
-    summary = "low-rank adapters on the attention query and value (targets=a/b), plus the head, train"
+    summary = "low-rank adapters on the attention query and value (targets=a/b, or all), plus the head, train"
     lr_grid = (3e-4, 1e-3, 3e-3)  # few parameters move: they want larger steps than full fine-tuning
 
     def __post_init__(self):
@@ -109,6 +110,8 @@ def target_modules(model: nn.Module, targets: str, first_layer: int) -> list[str
 def _target_leaves(layer: nn.Module, targets: str, model_type: str) -> set[str]:
     """The last names of the Linear layers to adapt, checked against an encoder layer."""
     available = sorted({name.rpartition(".")[2] for name, m in layer.named_modules() if isinstance(m, nn.Linear)})
+    if targets == "all":
+        return set(available)
     if targets == "auto":
         for pair in AUTO_TARGETS:
             if set(pair) <= set(available):
