@@ -112,7 +112,11 @@ class TorchClassifier(BatchedClassifier):
 
     @torch.inference_mode()
     def head_logits(self, features: np.ndarray) -> np.ndarray:
-        """The final linear layer on `head_inputs`, as the model's forward applies it (same precision)."""
-        linear = final_linear(self.model)
-        with autocast(self.precision, self.model.device.type):
-            return linear(torch.from_numpy(features).to(self.model.device)).float().cpu().numpy()
+        """The final linear layer on `head_inputs`, as the model's forward applies it (same precision, same batch size)."""
+        linear, device = final_linear(self.model), self.model.device
+        logits = np.zeros((len(features), linear.out_features), dtype=np.float32)
+        with autocast(self.precision, device.type):
+            for start in range(0, len(features), self.batch_size):
+                chunk = torch.from_numpy(features[start : start + self.batch_size]).to(device)
+                logits[start : start + self.batch_size] = linear(chunk).float().cpu().numpy()
+        return logits

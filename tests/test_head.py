@@ -140,3 +140,28 @@ def test_a_model_without_a_known_head_is_refused():
 def test_bad_temperature_or_offsets_are_refused(temperature, offsets):
     with pytest.raises(ValueError):
         fold_into_classifier(tiny_model("bert"), temperature, offsets)
+
+
+def test_a_head_that_cannot_be_folded_into_fails_before_training_unless_nothing_is_folded(tiny_bert, tiny_csv_dir, tmp_path, monkeypatch):
+    """Temperature scaling (the default) and decision offsets are folded into the final linear layer: a model whose
+    final layer freezetune cannot find is refused before training; with nothing to fold, it trains and is scored."""
+    from transformers import Trainer
+
+    from freezetune.training import run as training_run
+    from freezetune.training import train
+
+    from .conftest import tiny_config
+
+    def not_found(model):
+        raise UserError("cannot find the final linear layer (stand-in)")
+
+    monkeypatch.setattr(training_run, "final_linear", not_found)
+    original_train = Trainer.train
+    monkeypatch.setattr(Trainer, "train", lambda *a, **k: pytest.fail("trained a model whose head cannot be folded"))
+    with pytest.raises(UserError, match="cannot find the final linear layer"):
+        train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "refused"))
+    assert not (tmp_path / "refused").exists()
+
+    monkeypatch.setattr(Trainer, "train", original_train)
+    metrics = train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "plain", calibration="none", decision="argmax", epochs=1))
+    assert metrics["details"]["calibration"]["temperature"] == 1.0 and len(metrics["evaluation_predictions"]) == 40

@@ -33,8 +33,8 @@ def final_linear(model):
         if isinstance(candidate, nn.Linear):
             return candidate
     raise UserError(f"cannot find the final linear layer of {type(model).__name__} (looked for classifier and "
-                    "classifier.out_proj): --decision and calibration work with BERT, RoBERTa/XLM-R, ELECTRA, "
-                    "DistilBERT and the builtin model; use --decision argmax with this model")
+                    "classifier.out_proj): --decision and --calibration work with BERT, RoBERTa/XLM-R, ELECTRA, "
+                    "DistilBERT and the builtin model; use --decision argmax --calibration none with this model")
 
 
 def folded(config) -> tuple[float, np.ndarray]:
