@@ -12,11 +12,17 @@ parameters the strategy trains and the optimizer `freezetune train` builds (`tra
 
 MFU is the model's FLOPs per second over the machine's measured bf16 (or fp32) matmul peak. Model FLOPs count
 the real tokens of each batch (padding is waste, not work) with the formula of speed.py (`layer_flops`): a
-trained layer 3x its forward, a frozen layer the backward must cross to reach the trainable embeddings 2x.
+trained layer 3x its forward, a frozen layer the backward must cross to reach the trainable embeddings 2x, a
+frozen layer below everything that trains 1x. That fits full, freezeN, topN (whole layers train); LoRA or BitFit
+layers are counted as trained, which overstates their MFU. The prefix cache is not used here: for the default
+strategies (full, freeze6: the embeddings train) `train` has none either.
 
 `--levers` measures each way to make the step faster, one at a time, against what `train` does today:
 the optimizer's implementation (for-loop, foreach, fused), the attention kernel (eager, sdpa), `torch.compile`,
-padding batches to a multiple of 8, and the compact word embeddings. Run it alone on the machine.
+padding batches to a multiple of 8, and the compact word embeddings; then the optimizer step alone for each
+AdamW kernel, the kernels taking turns (rounds), which shows the optimizer's share without the step's noise.
+Rows of one run differ by up to ~10% between identical settings on a shared 2-core VM: read a lever's row as a
+gain only beyond that. Run it alone on the machine.
 """
 
 from __future__ import annotations
@@ -38,12 +44,16 @@ from speed import layer_flops  # noqa: E402  the one FLOP formula of the benchma
 DEFAULT_MODEL = "bert-base-chinese"
 
 
+# Variant.optimizer -> make_optimizer's kernel arguments ({}: what `train` chooses)
+OPTIMIZERS = {"default": {}, "for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+
+
 @dataclass(frozen=True)
 class Variant:
     """One way of running the training step; `baseline()` is what `freezetune train` does."""
 
     name: str
-    optimizer: str = "default"  # make_optimizer's choice, or: for-loop, foreach, fused
+    optimizer: str = "default"  # a key of OPTIMIZERS
     attention: str = "sdpa"
     compile: bool = False
     pad_multiple: int | None = None
@@ -151,7 +161,7 @@ def measure(args, strategy_name: str, variant: Variant, features: list[dict], to
     tensors = [{k: v.to(args.device) for k, v in collate(b).items()} for b in batches]
     compact = compact_word_embeddings(model, features, 0.0) if variant.compact_embeddings else contextlib.nullcontext()
     with compact:
-        optimizer, params = make_optimizer(model, strategy, args.lr, implementation=variant.optimizer)
+        optimizer, params = make_optimizer(model, strategy, args.lr, args.precision, **OPTIMIZERS[variant.optimizer])
         forward = torch.compile(model, dynamic=True) if variant.compile else model
 
         def step(batch):
@@ -186,6 +196,31 @@ def measure(args, strategy_name: str, variant: Variant, features: list[dict], to
             "padding_share": 1 - real / padded}
 
 
+def optimizer_step_ms(args, strategy_name: str, features: list[dict], rounds: int = 20) -> dict:
+    """Median ms of one AdamW step alone per kernel over the strategy's trained parameters (random gradients),
+    the kernels taking turns so that a slower or faster stretch of the machine hits them all alike."""
+    from freezetune.training.compact_embedding import compact_word_embeddings
+    from freezetune.training.run import make_optimizer
+
+    model, strategy = build(args, strategy_name, Variant("optimizer"))
+    with compact_word_embeddings(model, features, 0.0):
+        kernels = {name: kw for name, kw in OPTIMIZERS.items() if kw}
+        optimizers = {name: make_optimizer(model, strategy, args.lr, args.precision, **kw)[0] for name, kw in kernels.items()}
+        params = [p for group in next(iter(optimizers.values())).param_groups for p in group["params"]]
+        for p in params:
+            p.grad = torch.randn_like(p)
+        times = {name: [] for name in optimizers}
+        for _ in range(rounds):
+            for name, optimizer in optimizers.items():
+                _sync(args.device)
+                started = time.perf_counter()
+                optimizer.step()
+                _sync(args.device)
+                times[name].append(time.perf_counter() - started)
+    return {"strategy": strategy.spec(), "trained_params": sum(p.numel() for p in params),
+            **{name: 1000 * statistics.median(t[2:]) for name, t in times.items()}}
+
+
 def run(args) -> dict:
     from freezetune import load_splits
     from freezetune.models import load_tokenizer
@@ -205,7 +240,8 @@ def run(args) -> dict:
                   f"{row['samples_per_second']:7.1f} samples/s | {row['model_tflops_per_second'] * 1000:8.1f} GFLOP/s | "
                   f"MFU {row['mfu']:.1%}", flush=True)
             rows.append(row)
-    return {"machine": machine(args.device), "peak_tflops": peak / 1e12, "settings": {
+    optimizer_steps = [optimizer_step_ms(args, s, features) for s in args.strategies.split(",")] if args.levers else []
+    return {"machine": machine(args.device), "peak_tflops": peak / 1e12, "optimizer_steps": optimizer_steps, "settings": {
         k: getattr(args, k) for k in ("model", "init", "data", "device", "precision", "max_length", "batch_size", "lr",
                                        "steps", "warmup", "seed")}, "rows": rows}
 
@@ -228,6 +264,11 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         lines.append(f"| {r['strategy']} | {r['variant']} | {r['median_step_ms']:.1f} | {r['samples_per_second']:.1f} | "
                      f"{r['model_tflops_per_second'] * 1000:.1f} | {r['mfu']:.1%} | {r['padding_share']:.1%} |")
+    if result.get("optimizer_steps"):
+        lines += ["", "The AdamW step alone, kernels taking turns (median ms over rounds, random gradients):", "",
+                  "| strategy | trained parameters | for-loop | foreach | fused |", "|---|---|---|---|---|"]
+        lines += [f"| {o['strategy']} | {o['trained_params']:,} | {o['for-loop']:.1f} | {o['foreach']:.1f} | {o['fused']:.1f} |"
+                  for o in result["optimizer_steps"]]
     return "\n".join(lines) + "\n"
 
 
