@@ -8,6 +8,10 @@ import random
 # No test reaches the network: with the hub offline a hub id fails at once instead of after ~45 s of retries.
 # Set before anything imports huggingface_hub, which reads it once; subprocesses inherit it.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Under pytest-xdist (README: -n 2) each worker gets one thread: two workers of 2 threads each on 2 cores fight
+# over them and run many times slower. Set before torch is imported; subprocesses inherit it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 import pandas as pd
 import pytest

@@ -168,6 +168,7 @@ class Decided:
     label_names: list[str]
 
 
+@pytest.mark.xdist_group("builtin-e5")  # one worker builds decided_e5 (~45 s) for both tests
 def test_builtin_e5_onnx_parity_on_real_titles(e5_model, decided_e5):
     titles, d = e5_model[1], decided_e5
     graph_inputs = [i.name for i in onnx.load(str(d.exported / MODEL_FILE), load_external_data=False).graph.input]
@@ -185,6 +186,7 @@ def test_builtin_e5_onnx_parity_on_real_titles(e5_model, decided_e5):
     assert agreement >= 0.99
 
 
+@pytest.mark.xdist_group("builtin-e5")
 def test_a_decision_rule_model_gives_the_same_labels_on_every_path(e5_model, decided_e5, capsys):
     """Issue 10: a temperature and macro-F1 offsets fitted on real validation titles, folded into the head, then
     `predict`, `predict --backend onnx` and plain `transformers.pipeline` label 200 real test titles identically."""
