@@ -3,6 +3,7 @@
     python benchmarks/study.py --config offline-default   # full, freeze6, head, LSTM, TF-IDF; 3 seeds
     python benchmarks/study.py --config strategies        # every strategy family under --lr-grid auto
     python benchmarks/study.py --config sweep             # freezeN at 0, 2, ..., 12
+    python benchmarks/study.py --config lora              # full vs LoRA on every linear layer
 
 The study runs in runs/CONFIG/ (models stay there, out of git); the report (markdown, PNGs, results.csv,
 lr_selection.json) is copied to benchmarks/results/CONFIG/ with the machine and the command (MACHINE.md).
