@@ -26,6 +26,20 @@ WEIGHTS = {"正面": 0.5, "中性": 0.3, "负面": 0.2}
 SPLIT_SIZES = {"train": 120, "validation": 40, "test": 40}
 
 
+# Marks of the tests that take tens of seconds each, the longest first: a shared builtin-model fixture (a
+# minute and a half on one worker), then tests that start processes.
+SLOW_MARKS = ("xdist_group", "distributed", "ray")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first, longest first (the order is kept otherwise): under xdist both workers start on them
+    at once, and the many short tests fill in at the end, instead of one long test running beside an idle worker."""
+    def rank(item):
+        return next((i for i, mark in enumerate(SLOW_MARKS) if item.get_closest_marker(mark)), len(SLOW_MARKS))
+
+    items.sort(key=rank)
+
+
 def synthetic_frame(n: int, seed: int) -> pd.DataFrame:
     """About `n` rows (exact class proportions) of (sentence, label): 4-10 filler characters with 1-2 markers of the label mixed in."""
     rng = random.Random(seed)
