@@ -223,7 +223,7 @@ def test_lora_explicit_targets():
     model = model_of("bert")
     params = prepare(parse_strategy("lora:targets=query/key/value"), model, TrainPlan(1, 1))
     assert adapted(names_of(model, params)) == {"query", "key", "value"}
-    with pytest.raises(UserError, match=r"no Linear layer named nope: choose targets from .*query"):
+    with pytest.raises(UserError, match=r"no Linear layer named nope: choose targets from .*query.*, or targets=all"):
         prepare(parse_strategy("lora:targets=query/nope"), model_of("bert"), TrainPlan(1, 1))
     # `all`: every Linear layer inside the encoder layers (BERT's attention and feed-forward `dense` ones too)
     model = model_of("bert")

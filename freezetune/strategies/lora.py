@@ -122,7 +122,8 @@ def _target_leaves(layer: nn.Module, targets: str, model_type: str) -> set[str]:
     missing = sorted(wanted - set(available))
     if missing:
         raise UserError(f"strategy lora: the encoder layers of '{model_type}' have no Linear layer named "
-                        f"{', '.join(missing)}: choose targets from {'/'.join(available)}")
+                        f"{', '.join(missing)}: choose targets from {'/'.join(available)}, or targets=all (every one) "
+                        "or targets=auto (query/value)")
     return wanted
 
 
