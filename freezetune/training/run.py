@@ -413,16 +413,18 @@ def evaluate(run: Run, fitted: Fitted) -> RunResult:
     evaluation_name, evaluation_frame = splits.evaluation_split
     texts = {"validation": splits.validation[TEXT].tolist(), evaluation_name: evaluation_frame[TEXT].tolist()}
     labels = {"validation": splits.validation[LABEL].to_numpy(), evaluation_name: evaluation_frame[LABEL].to_numpy()}
+    # (inputs, scorer) such that scorer(inputs) are the logits of the model as it stands. When something will be
+    # folded into the final layer, the inputs are that layer's features: one pass through the encoder serves
+    # the logits before and after folding.
     if folds_into_head(config):
-        # One pass through the encoder: the logits before and after folding are the final layer on the same features.
-        features = {split: classifier.head_inputs(split_texts) for split, split_texts in texts.items()}
-        raw = {split: classifier.head_logits(f) for split, f in features.items()}
+        inputs, score = {split: classifier.head_inputs(t) for split, t in texts.items()}, classifier.head_logits
     else:
-        raw = {split: classifier.logits(split_texts) for split, split_texts in texts.items()}
+        inputs, score = texts, classifier.logits
+    raw = {split: score(x) for split, x in inputs.items()}
     post_hoc = fit_post_hoc(run, raw["validation"], labels["validation"])
     if post_hoc.changes_model:  # folded into the classifier: every way of loading OUT serves the same labels
         fold_into_classifier(run.model, post_hoc.temperature, post_hoc.offsets)
-        served = {split: classifier.head_logits(f) for split, f in features.items()}
+        served = {split: score(x) for split, x in inputs.items()}
     else:
         served = raw
     post_hoc.measure(raw, served, labels)
