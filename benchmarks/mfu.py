@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import layer_flops  # noqa: E402  the one FLOP formula of the benchmarks
+from speed import layer_flops, matmul_peak_flops, sync  # noqa: E402  the benchmarks' one FLOP formula and peak
 
 DEFAULT_MODEL = "bert-base-chinese"
 
@@ -75,26 +75,6 @@ def variants(levers: bool) -> list[Variant]:
 
 
 # --------------------------------------------------------------------------- the machine's peak
-
-
-def matmul_peak(device: str, dtype: torch.dtype, repeats: int = 5) -> float:
-    """FLOP/s of the best of `repeats` square matmuls (2048 on a CPU, 8192 on a GPU)."""
-    n = 8192 if device == "cuda" else 2048
-    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
-    torch.matmul(a, b)
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        started = time.perf_counter()
-        torch.matmul(a, b)
-        _sync(device)
-        times.append(time.perf_counter() - started)
-    return 2 * n**3 / min(times)
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 # --------------------------------------------------------------------------- data and model
@@ -176,10 +156,10 @@ def measure(args, strategy_name: str, variant: Variant, features: list[dict], to
             step(batch)
         seconds = []
         for batch in tensors[args.warmup :]:
-            _sync(args.device)
+            sync(args.device)
             started = time.perf_counter()
             step(batch)
-            _sync(args.device)
+            sync(args.device)
             seconds.append(time.perf_counter() - started)
     embeddings_train = any(p.requires_grad for p in model.base_model.embeddings.parameters())
     frozen = _frozen_bottom(model)
@@ -212,10 +192,10 @@ def optimizer_step_ms(args, strategy_name: str, features: list[dict], rounds: in
         times = {name: [] for name in optimizers}
         for _ in range(rounds):
             for name, optimizer in optimizers.items():
-                _sync(args.device)
+                sync(args.device)
                 started = time.perf_counter()
                 optimizer.step()
-                _sync(args.device)
+                sync(args.device)
                 times[name].append(time.perf_counter() - started)
     return {"strategy": strategy.spec(), "trained_params": sum(p.numel() for p in params),
             **{name: 1000 * statistics.median(t[2:]) for name, t in times.items()}}
@@ -228,8 +208,7 @@ def run(args) -> dict:
     from freezetune.training.run import tokenize_frame
 
     args.precision = resolve_precision(args.precision, args.device)
-    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float16 if args.precision == "fp16" else torch.float32
-    peak = matmul_peak(args.device, dtype)
+    peak = matmul_peak_flops({"bf16": "bfloat16", "fp16": "float16"}.get(args.precision, "float32"), args.device)
     tokenizer = load_tokenizer(args.model)
     features = tokenize_frame(tokenizer, load_splits(args.data).train, args.max_length)
     rows = []
@@ -247,7 +226,6 @@ def run(args) -> dict:
 
 
 def machine(device: str) -> str:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from machine import describe_machine
 
     return describe_machine() + (f"; measured on {device}")

@@ -2,7 +2,7 @@
 
     python benchmarks/profile_step.py [--strategy full|freeze6+emb|lora|...] [--steps 20] [--precision auto|fp32|bf16]
 
-Runs the same pieces `train` uses (compact word embeddings, autocast at the resolved precision; the
+Runs the same pieces `train` uses (compact word embeddings, its AdamW, autocast at the resolved precision; the
 frozen-prefix cache is not involved: this profiles the layers that train) on real inews batches, and prints the operators that take the most time.
 Run it alone on the machine.
 """
@@ -19,7 +19,7 @@ from freezetune.training.compact_embedding import compact_word_embeddings
 from freezetune.models import load_classifier, load_tokenizer
 from freezetune.precision import autocast, resolve_precision
 from freezetune.strategies import TrainPlan, parameter_counts, parse_strategy, prepare
-from freezetune.training.run import tokenize_frame
+from freezetune.training.run import make_optimizer, tokenize_frame
 
 MODEL = "builtin:multilingual-e5-small"
 
@@ -43,7 +43,7 @@ def main() -> None:
     collate = DataCollatorWithPadding(tokenizer)
     batches = [collate(features[i : i + args.batch_size]) for i in range(0, args.steps * args.batch_size, args.batch_size)]
     with compact_word_embeddings(model, features, weight_decay=0.0):
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5)
+        optimizer, _ = make_optimizer(model, strategy, 5e-5, precision)  # train's AdamW (fused unless fp16)
 
         def step(batch):
             with autocast(precision, "cpu"):

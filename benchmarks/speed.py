@@ -239,20 +239,32 @@ def run_predict(model_dir: str, splits, batch_size: int, work_dir: str) -> list[
 # --------------------------------------------------------------------------- FLOPs and the machine
 
 
-def matmul_peak_flops(dtype: str = "float32", n: int = 2048, repeats: int = 5) -> float:
-    """This machine's matmul FLOP/s in `dtype`: the best of a few n x n products."""
+def matmul_peak_flops(dtype: str = "float32", device: str = "cpu", repeats: int = 5) -> float:
+    """This machine's matmul FLOP/s in `dtype` on `device`: the best of a few n x n products (n = 2048 on a CPU,
+    8192 on a GPU, where a smaller one does not fill the chip)."""
     import torch
 
-    a, b = torch.randn(n, n, dtype=getattr(torch, dtype)), torch.randn(n, n, dtype=getattr(torch, dtype))
+    n = 8192 if device == "cuda" else 2048
+    a, b = (torch.randn(n, n, dtype=getattr(torch, dtype), device=device) for _ in range(2))
     torch.matmul(a, b)
-    best = min(_timed(lambda: torch.matmul(a, b)) for _ in range(repeats))
+    best = min(_timed(lambda: torch.matmul(a, b), device) for _ in range(repeats))
     return 2 * n**3 / best
 
 
-def _timed(fn) -> float:
+def _timed(fn, device: str = "cpu") -> float:
+    """Seconds `fn` takes, waiting for a GPU's queued work on both sides."""
+    sync(device)
     started = time.perf_counter()
     fn()
+    sync(device)
     return time.perf_counter() - started
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
 
 
 def token_stats(tokenizer, frame, max_length: int) -> dict:

@@ -98,6 +98,19 @@ class TrainOptions:
 
         self.loss = str(parse_loss(self.loss))
 
+    @property
+    def fits_temperature(self) -> bool:
+        return self.calibration == "temperature"
+
+    @property
+    def fits_offsets(self) -> bool:
+        return self.decision != "argmax"
+
+    @property
+    def folds_into_classifier(self) -> bool:
+        """Whether something fitted on validation (a temperature, offsets) is folded into the final linear layer."""
+        return self.fits_temperature or self.fits_offsets
+
     def shared(self) -> dict:
         """The values of the `TrainOptions` fields (what a study passes to each of its runs)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainOptions)}

@@ -90,10 +90,13 @@ class TorchClassifier(BatchedClassifier):
         self.model.train(was_training)
         return logits
 
-    def head_inputs(self, texts: list[str]) -> np.ndarray:
-        """(texts, features): what the model's final linear layer receives (its pooled features), in input order.
+    def final_linear_inputs(self, texts: list[str]) -> np.ndarray:
+        """(texts, features): what the model's final linear layer receives, in input order.
 
-        With `head_logits`, the logits of a changed final layer (e.g. a folded temperature) cost no second pass
+        The head's last hidden layer: the pooled features in BERT and the builtin model, the output of the head's
+        dense layer in RoBERTa/XLM-R/ELECTRA and DistilBERT.
+
+        With `final_linear_logits`, the logits of a changed final layer (e.g. a folded temperature) cost no second pass
         through the encoder.
         """
         linear = final_linear(self.model)
@@ -111,8 +114,8 @@ class TorchClassifier(BatchedClassifier):
             hook.remove()
 
     @torch.inference_mode()
-    def head_logits(self, features: np.ndarray) -> np.ndarray:
-        """The final linear layer on `head_inputs`, as the model's forward applies it (same precision, same batch size)."""
+    def final_linear_logits(self, features: np.ndarray) -> np.ndarray:
+        """The final linear layer on `final_linear_inputs`, as the model's forward applies it (same precision, same batch size)."""
         linear, device = final_linear(self.model), self.model.device
         logits = np.zeros((len(features), linear.out_features), dtype=np.float32)
         with autocast(self.precision, device.type):

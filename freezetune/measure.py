@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from .precision import device_type
+
 _STATUS, _CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 
 
@@ -19,7 +21,7 @@ def peak_memory_mb():
     for earlier runs. Elsewhere it falls back to the lifetime peak from getrusage.
     """
     result = [0.0]
-    if torch.cuda.is_available():
+    if device_type() == "cuda":
         torch.cuda.reset_peak_memory_stats()
         yield result
         result[0] = torch.cuda.max_memory_allocated() / 2**20

@@ -30,21 +30,21 @@ def cpu_has_native_bf16() -> bool:
     return any(check() for check in checks if check is not None)
 
 
-def resolve_precision(precision: str, device_type: str) -> str:
-    """`auto` -> the fastest precision `device_type` runs natively; explicit choices are checked."""
+def resolve_precision(precision: str, device: str) -> str:
+    """`auto` -> the fastest precision the device ("cuda" or "cpu") runs natively; explicit choices are checked."""
     if precision not in PRECISIONS:
         raise UserError(f"--precision {precision!r} is not valid: use one of {', '.join(PRECISIONS)}")
     if precision == "auto":
-        if device_type == "cuda":
+        if device == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if device_type == "cpu" and cpu_has_native_bf16() else "fp32"
-    if precision == "fp16" and device_type != "cuda":
+        return "bf16" if device == "cpu" and cpu_has_native_bf16() else "fp32"
+    if precision == "fp16" and device != "cuda":
         raise UserError("--precision fp16 needs a CUDA GPU: use bf16 or fp32 on this machine")
     return precision
 
 
-def autocast(precision: str, device_type: str):
-    """The autocast context for a resolved precision (a no-op for fp32)."""
+def autocast(precision: str, device: str):
+    """The autocast context for a resolved precision on a device type ("cuda" or "cpu"); a no-op for fp32."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device_type, dtype=_DTYPES[precision])
+    return torch.autocast(device_type=device, dtype=_DTYPES[precision])

@@ -24,7 +24,12 @@ def trained_max_length(model_dir: str) -> int:
 
 
 class Predictor(TorchClassifier):
-    """A trained output folder loaded with PyTorch; `precision` as in training (`auto`: bf16 where native)."""
+    """A trained output folder loaded with PyTorch, on the GPU when there is one.
+
+    `precision` as in training: `auto` is bf16 where the CPU or GPU runs it natively (fp16 on a GPU without bf16),
+    else fp32. 16-bit matmuls can flip a near-tie between two classes; `fp32` gives exactly the labels of the
+    ONNX export and of a plain `transformers.pipeline`.
+    """
 
     def __init__(self, model_dir: str, batch_size: int = 64, max_length: int | None = None, precision: str = "auto"):
         model = load_trained_classifier(model_dir).eval().to(device_type())

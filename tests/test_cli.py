@@ -98,7 +98,7 @@ def bad_inputs(tiny_bert, tiny_csv_dir, tmp_path):
 
 @pytest.mark.parametrize("case", ["missing file", "missing column", "not utf-8", "too many layers", "bad metric",
                                   "offline model", "unknown builtin model"])
-def test_bad_input_is_one_line_and_exit_2(capsys, monkeypatch, tiny_bert, tiny_csv_dir, tmp_path, case):
+def test_bad_input_is_one_line_and_exit_2(capsys, tiny_bert, tiny_csv_dir, tmp_path, case):
     cases, tmp = bad_inputs(tiny_bert, tiny_csv_dir, tmp_path / "work")
     argv, message = cases[case]
     code, _, err = run(capsys, *argv, "--output-dir", tmp / "out")

@@ -11,7 +11,7 @@ import torch
 
 from freezetune import UserError
 from freezetune.models import load_tokenizer
-from freezetune.models.head import OFFSETS_KEY, TEMPERATURE_KEY, final_linear, fold_into_classifier, folded
+from freezetune.models.head import OFFSETS_KEY, TEMPERATURE_KEY, check_foldable, final_linear, fold_into_classifier, folded
 
 LABEL_NAMES = ["中性", "正面", "负面"]  # the tiny data's sorted names
 TEMPERATURE = 1.7
@@ -127,6 +127,20 @@ def test_folding_works_on_every_supported_head_and_composes(kind):
     np.testing.assert_allclose(recorded, offsets / 0.5 - offsets)
 
 
+def test_a_final_layer_without_bias_takes_a_temperature_but_refuses_offsets():
+    model = tiny_model("bert")
+    model.classifier = torch.nn.Linear(model.classifier.in_features, 3, bias=False)
+    ids = torch.randint(5, 60, (4, 7))
+    old = model(input_ids=ids).logits.detach().double().numpy()
+    check_foldable(model, offsets=False)
+    fold_into_classifier(model, 2.0, np.zeros(3))
+    np.testing.assert_allclose(model(input_ids=ids).logits.detach().double().numpy(), old / 2, atol=1e-6)
+    with pytest.raises(UserError, match="no bias to fold the decision offsets into: use --decision argmax"):
+        check_foldable(model, offsets=True)
+    with pytest.raises(UserError, match="no bias"):
+        fold_into_classifier(model, 1.0, np.array([0.0, 0.5, 0.0]))
+
+
 def test_a_model_without_a_known_head_is_refused():
     from transformers import BertConfig, BertModel
 
@@ -147,7 +161,7 @@ def test_a_head_that_cannot_be_folded_into_fails_before_training_unless_nothing_
     final layer freezetune cannot find is refused before training; with nothing to fold, it trains and is scored."""
     from transformers import Trainer
 
-    from freezetune.training import run as training_run
+    from freezetune.models import head
     from freezetune.training import train
 
     from .conftest import tiny_config
@@ -155,7 +169,7 @@ def test_a_head_that_cannot_be_folded_into_fails_before_training_unless_nothing_
     def not_found(model):
         raise UserError("cannot find the final linear layer (stand-in)")
 
-    monkeypatch.setattr(training_run, "final_linear", not_found)
+    monkeypatch.setattr(head, "final_linear", not_found)
     original_train = Trainer.train
     monkeypatch.setattr(Trainer, "train", lambda *a, **k: pytest.fail("trained a model whose head cannot be folded"))
     with pytest.raises(UserError, match="cannot find the final linear layer"):

@@ -225,6 +225,8 @@ def test_lora_explicit_targets():
     assert adapted(names_of(model, params)) == {"query", "key", "value"}
     with pytest.raises(UserError, match=r"no Linear layer named nope: choose targets from .*query.*, or targets=all"):
         prepare(parse_strategy("lora:targets=query/nope"), model_of("bert"), TrainPlan(1, 1))
+    with pytest.raises(UserError, match="targets=all and targets=auto stand alone"):
+        parse_strategy("lora:targets=all/query")
     # `all`: every Linear layer inside the encoder layers (BERT's attention and feed-forward `dense` ones too)
     model = model_of("bert")
     params = prepare(parse_strategy("lora:targets=all"), model, TrainPlan(1, 1))

@@ -3,9 +3,10 @@
 Temperature scaling (calibration.py) and the decision rule's offsets (decision.py) both act on the logits:
 logits' = (W x + b) / T + o. That equals (W / T) x + (b / T + o), an ordinary linear layer, so writing it into
 the saved weights makes every prediction path (freezetune's Predictor, the ONNX export, a plain
-`transformers.pipeline`) give the same labels and probabilities with no extra configuration. T and o are also
-recorded in config.json (`freezetune_temperature`, `freezetune_logit_offsets`) so a reader can see what was
-folded: the head's unscaled logits are (logits' - o) x T, and softmax(logits' - o) are the calibrated probabilities.
+`transformers.pipeline`) give the same labels and probabilities with no extra configuration, at the same
+precision (a bf16 forward pass can flip a near-tie). T and o are also recorded in config.json
+(`freezetune_temperature`, `freezetune_logit_offsets`) so a reader can see what was folded: the head's
+unscaled logits are (logits' - o) x T, and softmax(logits' - o) are the calibrated probabilities.
 """
 
 from __future__ import annotations
@@ -37,6 +38,15 @@ def final_linear(model):
                     "DistilBERT and the builtin model; use --decision argmax --calibration none with this model")
 
 
+def check_foldable(model, offsets: bool) -> None:
+    """Fail before training, not after, if what will be folded cannot be: the final linear layer must exist,
+    and have a bias when there will be offsets (a temperature alone only scales the weight)."""
+    linear = final_linear(model)
+    if offsets and linear.bias is None:
+        raise UserError(f"the final linear layer of {type(model).__name__} has no bias to fold the decision offsets "
+                        "into: use --decision argmax with this model")
+
+
 def folded(config) -> tuple[float, np.ndarray]:
     """The temperature and offsets already folded into a model (1 and zeros if none)."""
     offsets = getattr(config, OFFSETS_KEY, None)
@@ -57,15 +67,14 @@ def fold_into_classifier(model, temperature: float, offsets) -> None:
     linear = final_linear(model)
     if offsets.shape != (linear.out_features,) or not np.all(np.isfinite(offsets)):
         raise ValueError(f"need {linear.out_features} finite offsets (one per class), got shape {offsets.shape}")
-    if linear.bias is None:
-        raise UserError(f"the final linear layer of {type(model).__name__} has no bias to fold the offsets into: "
-                        "use --decision argmax with this model")
+    if linear.bias is None and np.any(offsets):
+        raise UserError(f"the final linear layer of {type(model).__name__} has no bias to fold the decision offsets "
+                        "into: use --decision argmax with this model")
     with torch.no_grad():
         # In float64, then back to the layer's dtype: one rounding, not three.
-        weight = linear.weight.double() / temperature
-        bias = linear.bias.double() / temperature + torch.from_numpy(offsets).to(linear.bias.device)
-        linear.weight.copy_(weight)
-        linear.bias.copy_(bias)
+        linear.weight.copy_(linear.weight.double() / temperature)
+        if linear.bias is not None:
+            linear.bias.copy_(linear.bias.double() / temperature + torch.from_numpy(offsets).to(linear.bias.device))
     before_temperature, before_offsets = folded(model.config)
     setattr(model.config, TEMPERATURE_KEY, before_temperature * temperature)
     setattr(model.config, OFFSETS_KEY, (before_offsets / temperature + offsets).tolist())

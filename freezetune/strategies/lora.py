@@ -54,8 +54,12 @@ class LoRA(Strategy):
             raise ValueError(f"lora needs alpha >= 1, got {self.alpha}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"lora needs 0 <= dropout < 1, got {self.dropout:g}")
-        if not self.targets or any(not t for t in self.targets.split("/")):
+        parts = self.targets.split("/")
+        if not self.targets or any(not t for t in parts):
             raise ValueError(f"lora targets are layer names joined with '/', e.g. query/value; got {self.targets!r}")
+        if len(parts) > 1 and {"all", "auto"} & set(parts):
+            raise ValueError(f"lora targets=all and targets=auto stand alone, got {self.targets!r}: use targets=all, "
+                             "or name layers such as query/value")
         # Checked here, at parse time, so a missing extra fails before any slow work.
         if importlib.util.find_spec("peft") is None:
             raise UserError("strategy lora needs the peft package: pip install 'freezetune[lora]'")
@@ -117,7 +121,7 @@ def _target_leaves(layer: nn.Module, targets: str, model_type: str) -> set[str]:
             if set(pair) <= set(available):
                 return set(pair)
         raise UserError(f"strategy lora: no attention query/value layers found in model type '{model_type}': "
-                        f"name them with lora:targets=NAME/NAME, from {'/'.join(available)}")
+                        f"name them with lora:targets=NAME/NAME, from {'/'.join(available)}, or use targets=all")
     wanted = set(targets.split("/"))
     missing = sorted(wanted - set(available))
     if missing:

@@ -64,10 +64,11 @@ def _join_process_group() -> None:
     The arguments are `TrainingArguments`' own (its `use_cpu` = no GPU, its default `ddp_timeout`), so the
     Trainer finds the group it would have made.
     """
-    import torch
     from accelerate import PartialState
 
-    PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=1800))
+    from ..precision import device_type
+
+    PartialState(cpu=device_type() == "cpu", timeout=timedelta(seconds=1800))
 
 
 def refuse_unfollowable(strategy_spec: str, later_trainable: list) -> None:

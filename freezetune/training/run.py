@@ -35,7 +35,7 @@ from ..measure import peak_memory_mb
 from ..metrics import classification_report, summary_metrics
 from ..modelcard import write_model_card
 from ..models import describe_model, load_classifier, load_tokenizer
-from ..models.head import final_linear, fold_into_classifier
+from ..models.head import check_foldable, fold_into_classifier
 from ..outputs import check_not_input, check_output_dir, scratch_dir, staged_output_dir, write_json_atomic
 from ..precision import device_type, resolve_precision
 from ..results import RunResult, rounded_probabilities
@@ -130,8 +130,8 @@ def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
     tokenizer = load_tokenizer(config.model)
     model = load_classifier(config.model, splits.label_names, init=config.init)
     _check_max_length(config.max_length, model)
-    if folds_into_head(config):
-        final_linear(model)  # a head we cannot fold into fails now, not after training
+    if config.folds_into_classifier:
+        check_foldable(model, offsets=config.fits_offsets)  # a head we cannot fold into fails now, not after training
     train_features = tokenize_frame(tokenizer, splits.train, config.max_length)
     plan = TrainPlan(epochs=config.epochs, steps_per_epoch=math.ceil(len(train_features) / config.batch_size))
     params = prepare_strategy(strategy, model, plan)
@@ -299,7 +299,7 @@ def training_arguments(config: TrainConfig, precision: str, output_dir: str) -> 
         save_strategy="epoch",
         # Batches of similar length waste less compute on padding (shuffled within mega-batches).
         train_sampling_strategy="group_by_length" if config.length_grouping else "random",
-        dataloader_pin_memory=torch.cuda.is_available(),
+        dataloader_pin_memory=device_type() == "cuda",
         # Our examples hold exactly what the model takes (cached ones: `inputs_embeds`, which a model's
         # forward signature may only accept through **kwargs, so the Trainer would drop it).
         remove_unused_columns=False,
@@ -381,19 +381,14 @@ class PostHoc:
                 "calibration": {"temperature": self.temperature, **self.calibration}}
 
 
-def folds_into_head(config: TrainConfig) -> bool:
-    """Whether a temperature or decision offsets will be folded into the model's final linear layer."""
-    return config.calibration == "temperature" or config.decision != "argmax"
-
-
 def fit_post_hoc(run: Run, validation_logits: np.ndarray, validation_labels: np.ndarray) -> PostHoc:
     """Fit the temperature, then the offsets on the scaled logits; both on validation only, never on test."""
     config = run.config
-    temperature = fit_temperature(validation_logits, validation_labels) if config.calibration == "temperature" else 1.0
+    temperature = fit_temperature(validation_logits, validation_labels) if config.fits_temperature else 1.0
     offsets = decision_offsets(config.decision, validation_logits / temperature, validation_labels)
-    if config.calibration == "temperature":
+    if config.fits_temperature:
         run.say(f"temperature {temperature:.3f} fitted on validation (calibrated probabilities; labels unchanged)")
-    if config.decision != "argmax":
+    if config.fits_offsets:
         run.say(f"decision rule {config.decision}: logit offsets {np.round(offsets, 2).tolist()} fitted on validation")
     return PostHoc(float(temperature), np.asarray(offsets, dtype=np.float64), config.decision)
 
@@ -416,8 +411,9 @@ def evaluate(run: Run, fitted: Fitted) -> RunResult:
     # (inputs, scorer) such that scorer(inputs) are the logits of the model as it stands. When something will be
     # folded into the final layer, the inputs are that layer's features: one pass through the encoder serves
     # the logits before and after folding.
-    if folds_into_head(config):
-        inputs, score = {split: classifier.head_inputs(t) for split, t in texts.items()}, classifier.head_logits
+    if config.folds_into_classifier:
+        inputs = {split: classifier.final_linear_inputs(t) for split, t in texts.items()}
+        score = classifier.final_linear_logits
     else:
         inputs, score = texts, classifier.logits
     raw = {split: score(x) for split, x in inputs.items()}
