@@ -15,13 +15,13 @@ import sys
 import threading
 from pathlib import Path
 
-from .config import DEFAULT_DATA, DEFAULT_MODEL, PRECISIONS, TrainConfig
+from .config import DEFAULT_DATA, DEFAULT_MODEL, TrainConfig
 from .errors import Terminated, UserError
+from .serve.backends import add_predictor_arguments
 from .serve.options import add_serve_arguments
 
 EXIT_USAGE = 2
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process killed by it
-PRECISION_HELP = "matmul precision: auto (bf16 where the CPU/GPU runs it natively, else fp32), fp32, bf16, fp16 (GPU)"
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser, data_default: str | None = DEFAULT_DATA) -> None:
@@ -280,12 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", default="sentence")
     p.add_argument("--output", help="write predictions to this .csv or .jsonl file")
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", action="store_true", help="print JSON lines")
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                   help="onnx: run a folder written by `freezetune export` with ONNX Runtime")
-    p.add_argument("--int8", action="store_true", help="with --backend onnx: the int8-quantized model")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=f"with --backend torch: {PRECISION_HELP}")
+    add_predictor_arguments(p)
     p.set_defaults(func=cmd_predict)
 
     p = commands.add_parser("export", help="export a trained model to ONNX for fast CPU inference")
@@ -305,9 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arguments(p, data_default=None)
     p.add_argument("--split", choices=["train", "validation", "test"],
                    help="default: test if the data has one, else validation; a single file is evaluated whole")
-    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    add_predictor_arguments(p, backend=False)
     p.set_defaults(func=cmd_eval)
 
     p = commands.add_parser("data", help="list the builtin datasets or show one")

@@ -6,12 +6,29 @@ with the same code.
 
 from __future__ import annotations
 
+import argparse
 from typing import Literal, get_args
 
+from ..config import PRECISIONS
 from ..errors import UserError
 
 Backend = Literal["torch", "onnx"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
+PRECISION_HELP = "matmul precision: auto (bf16 where the CPU/GPU runs it natively, else fp32), fp32, bf16, fp16 (GPU)"
+
+
+def add_predictor_arguments(parser: argparse.ArgumentParser, backend: bool = True) -> None:
+    """The flags of `load_predictor`, for every command that loads a model (predict, serve, eval): written once.
+
+    `backend=False` for a command that only runs PyTorch (eval): no --backend and --int8.
+    """
+    parser.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default: %(default)s)")
+    if backend:
+        parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                            help="onnx: run a folder written by `freezetune export` with ONNX Runtime")
+        parser.add_argument("--int8", action="store_true", help="with --backend onnx: the int8-quantized model")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help=("with --backend torch: " if backend else "") + PRECISION_HELP)
 
 
 def load_predictor(model: str, backend: Backend = "torch", int8: bool = False, batch_size: int = 64,

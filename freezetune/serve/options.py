@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict, dataclass
 
-from ..config import PRECISIONS
 from ..errors import UserError
-from .backends import BACKENDS
+from .backends import add_predictor_arguments
 
 
 @dataclass(frozen=True)
@@ -42,11 +41,7 @@ class ServeLimits:
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = ServeLimits()
     parser.add_argument("--model", required=True, help="a folder written by `freezetune train` (or `export`, with --backend onnx)")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch",
-                        help="onnx: run a folder written by `freezetune export` with ONNX Runtime")
-    parser.add_argument("--int8", action="store_true", help="with --backend onnx: the int8-quantized model")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="with --backend torch: auto (bf16 where the CPU/GPU runs it natively, else fp32), fp32, bf16, fp16 (GPU)")
+    add_predictor_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only; 0.0.0.0 for all)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s; 0: any free port)")
     parser.add_argument("--max-texts", type=int, default=defaults.max_texts, help="texts per request (default: %(default)s)")
@@ -54,7 +49,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes, help="request body size in bytes (default: %(default)s)")
     parser.add_argument("--max-batch", type=int, default=defaults.max_batch,
                         help="texts per model call, gathered across concurrent requests (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=64, help="texts per forward pass within a model call (default: %(default)s, as predict's)")
     parser.add_argument("--workers", type=int, help="model calls at once, each on its own thread (default: one per core)")
     parser.add_argument("--threads", type=int, default=1,
                         help="compute threads of each model call (default 1; with --workers 1, the cores: lowest latency when idle)")
