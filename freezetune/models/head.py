@@ -38,13 +38,14 @@ def final_linear(model):
                     "DistilBERT and the builtin model; use --decision argmax --calibration none with this model")
 
 
-def check_foldable(model, offsets: bool) -> None:
-    """Fail before training, not after, if what will be folded cannot be: the final linear layer must exist,
-    and have a bias when there will be offsets (a temperature alone only scales the weight)."""
+def check_foldable(model, offsets: bool):
+    """The final linear layer, if what will be folded fits it: the layer must exist, and have a bias when there
+    are offsets (a temperature alone only scales the weight). Training calls it before training, not after."""
     linear = final_linear(model)
     if offsets and linear.bias is None:
         raise UserError(f"the final linear layer of {type(model).__name__} has no bias to fold the decision offsets "
                         "into: use --decision argmax with this model")
+    return linear
 
 
 def folded(config) -> tuple[float, np.ndarray]:
@@ -64,12 +65,9 @@ def fold_into_classifier(model, temperature: float, offsets) -> None:
     offsets = np.asarray(offsets, dtype=np.float64)
     if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
-    linear = final_linear(model)
+    linear = check_foldable(model, offsets=bool(np.any(offsets)))
     if offsets.shape != (linear.out_features,) or not np.all(np.isfinite(offsets)):
         raise ValueError(f"need {linear.out_features} finite offsets (one per class), got shape {offsets.shape}")
-    if linear.bias is None and np.any(offsets):
-        raise UserError(f"the final linear layer of {type(model).__name__} has no bias to fold the decision offsets "
-                        "into: use --decision argmax with this model")
     with torch.no_grad():
         # In float64, then back to the layer's dtype: one rounding, not three.
         linear.weight.copy_(linear.weight.double() / temperature)
