@@ -120,3 +120,13 @@ def test_predict_refuses_to_overwrite(capsys, model_dir, tmp_path):
     (tmp_path / "out.csv").write_text("keep me")
     code, _, err = run(capsys, "predict", "好", "--model", model_dir, "--output", tmp_path / "out.csv")
     assert code == 2 and "already exists" in err and (tmp_path / "out.csv").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("command", [["predict", "hi"], ["serve"], ["eval", "--data", "builtin:inews"]])
+def test_a_bad_batch_size_is_refused_before_the_model_loads(capsys, monkeypatch, command):
+    import freezetune.serve.backends as backends
+
+    monkeypatch.setattr(backends, "load_predictor", lambda *a, **k: pytest.fail("loaded a model"))
+    code, _, err = run(capsys, *command, "--model", "no-such-folder", "--batch-size", "0")
+    assert code == 2 and err.strip().splitlines() == [
+        f"freezetune: error: argument --batch-size: must be at least 1, got 0 (see freezetune {command[0]} --help)"]

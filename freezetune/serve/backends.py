@@ -17,12 +17,23 @@ BACKENDS: tuple[str, ...] = get_args(Backend)
 PRECISION_HELP = "matmul precision: auto (bf16 where the CPU/GPU runs it natively, else fp32), fp32, bf16, fp16 (GPU)"
 
 
+def _positive_int(value: str) -> int:
+    """argparse type: an integer >= 1, refused while parsing, before any model loads."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
 def add_predictor_arguments(parser: argparse.ArgumentParser, backend: bool = True) -> None:
     """The flags of `load_predictor`, for every command that loads a model (predict, serve, eval): written once.
 
     `backend=False` for a command that only runs PyTorch (eval): no --backend and --int8.
     """
-    parser.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default: %(default)s)")
+    parser.add_argument("--batch-size", type=_positive_int, default=64, help="texts per forward pass (default: %(default)s)")
     if backend:
         parser.add_argument("--backend", choices=BACKENDS, default="torch",
                             help="onnx: run a folder written by `freezetune export` with ONNX Runtime")
