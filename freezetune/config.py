@@ -68,6 +68,9 @@ class TrainOptions:
     calibration: Calibration = option("temperature", "temperature: scale the logits by a temperature fitted on "
                                       "validation, so probabilities can be trusted (labels unchanged); folded into "
                                       "the saved classifier")
+    rdrop: float = option(0.0, "R-Drop: each training row runs twice (two dropout masks) and the loss adds RDROP/2 x "
+                          "the symmetric KL divergence between the two predictions (Liang et al. 2021); twice the "
+                          "training compute; 0 = off")
     early_stopping: int | None = option(None, "stop after this many epochs without improvement of --metric")
     validation_fraction: float = option(0.1, "share of train held out (stratified, seeded) when the data has "
                                         "no validation split")
@@ -79,6 +82,9 @@ class TrainOptions:
                                 "(--no-prefix-cache: run it every step, with dropout, as the notebook does)")
     compact_embeddings: bool = option(True, "update only the word-embedding rows the training data uses "
                                       "(exact with weight decay 0; --no-compact-embeddings: the whole matrix)")
+    checkpoints: bool = option(True, "write a checkpoint at every epoch's end so that --resume can continue a stopped "
+                               "run (--no-checkpoints: none; the model and optimizer state written each epoch can "
+                               "take longer than a short epoch on a GPU)")
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_batch_size", "max_length"):
@@ -86,6 +92,7 @@ class TrainOptions:
         if self.early_stopping is not None:
             _at_least(self, "early_stopping", 1)
         self.lr = _learning_rate(self.lr)
+        self.rdrop = rdrop_alpha(self.rdrop)
         if not 0 < float(self.validation_fraction) < 1:
             raise UserError(f"--validation-fraction must be between 0 and 1, got {self.validation_fraction}")
         _one_of(self, "metric", SelectionMetric)
@@ -161,6 +168,17 @@ def _one_of(config, name: str, choices) -> None:
     if getattr(config, name) not in choices.__args__:
         raise UserError(f"--{name.replace('_', '-')} {getattr(config, name)!r} is not valid: use one of "
                         f"{', '.join(choices.__args__)}")
+
+
+def rdrop_alpha(value) -> float:
+    """R-Drop's weight: a finite number >= 0 (0 = off)."""
+    try:
+        alpha = float(value)
+    except (TypeError, ValueError):
+        alpha = math.nan
+    if isinstance(value, bool) or not (math.isfinite(alpha) and alpha >= 0):
+        raise UserError(f"--rdrop must be a finite number >= 0 (0 = off; 1 to 5 are usual), got {value!r}")
+    return alpha
 
 
 def _learning_rate(value) -> float | str:

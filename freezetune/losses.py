@@ -152,11 +152,11 @@ class LossSpec:
     def __str__(self) -> str:
         """The canonical spec: options that differ from their defaults, in the loss's declared order."""
         defaults = _options_of(self.name)
-        changed = [f"{k}={_number(v)}" for k, v in self.options if v != defaults[k].default]
+        changed = [f"{k}={short_number(v)}" for k, v in self.options if v != defaults[k].default]
         return self.name + (":" + ",".join(changed) if changed else "")
 
 
-def _number(value: float) -> str:
+def short_number(value: float) -> str:
     """The shortest text that parses back to `value` (2 rather than 2.0)."""
     short = f"{value:g}"
     return short if float(short) == value else repr(value)
@@ -164,7 +164,7 @@ def _number(value: float) -> str:
 
 def valid_losses() -> str:
     """The accepted specs, for help texts and error messages."""
-    forms = [name + "".join(f"[:{k}={_number(o.default)}]" for k, o in loss.options.items()) for name, loss in LOSSES.items()]
+    forms = [name + "".join(f"[:{k}={short_number(o.default)}]" for k, o in loss.options.items()) for name, loss in LOSSES.items()]
     return f"{', '.join(forms)}, each with an optional smoothing=S in [0, 1) (e.g. focal:gamma=2,smoothing=0.1)"
 
 

@@ -143,23 +143,27 @@ def test_tradeoff_when_the_most_accurate_recipe_also_has_the_best_macro_f1():
 def test_recipes_cross_each_transformer_strategy_and_set_its_runs_loss(tiny_bert, tiny_csv_dir, tmp_path):
     options = CompareOptions(
         output_dir=str(tmp_path / "out"), model=str(tiny_bert), data=str(tiny_csv_dir), strategies=["head", "tfidf"],
-        recipes=["ce", "focal:gamma=2+balanced", "focal"], seeds=[0], epochs=1, batch_size=8, max_length=16,
-        precision="fp32", class_weights="balanced",  # a recipe, not the study's flags, sets its runs' weighting
+        recipes=["ce", "focal:gamma=2+balanced", "focal", "ce+rdrop=1"], seeds=[0], epochs=1, batch_size=8,
+        max_length=16, precision="fp32", class_weights="balanced",  # a recipe, not the study's flags, sets its runs' weighting
+        rdrop=0.5,  # ... but R-Drop only where it says so
     )
     out = compare(options)
     runs = sorted(p.name for p in (out / "runs").iterdir())
     # focal:gamma=2 is focal's default: one recipe, named canonically; the baseline runs once, unaffected
-    assert runs == ["head@ce-seed0", "head@focal+balanced-seed0", "head@focal-seed0", "tfidf-seed0"]
-    for name, loss, weighted in (("head@ce", "ce", False), ("head@focal", "focal", False),
-                                 ("head@focal+balanced", "focal", True)):
+    assert runs == ["head@ce+rdrop=1-seed0", "head@ce-seed0", "head@focal+balanced-seed0", "head@focal-seed0", "tfidf-seed0"]
+    for name, loss, weighted, rdrop in (("head@ce", "ce", False, 0.5), ("head@focal", "focal", False, 0.5),
+                                        ("head@focal+balanced", "focal", True, 0.5), ("head@ce+rdrop=1", "ce", False, 1.0)):
         metrics = _metrics(out, name, 0)
         assert metrics["details"]["loss"] == loss
         assert (metrics["class_weights"] is not None) == weighted
+        assert json.loads((out / "runs" / f"{name}-seed0" / "run_config.json").read_text())["rdrop"] == rdrop
     report = (out / "report.md").read_text(encoding="utf-8")
-    assert "| head@focal+balanced |" in report and "recipes ce, focal:gamma=2+balanced, focal" in report
+    assert "| head@focal+balanced |" in report and "recipes ce, focal:gamma=2+balanced, focal, ce+rdrop=1" in report
+    assert "R-Drop alpha 0.5" in report
 
 
-@pytest.mark.parametrize("recipe", ["hinge", "ce+weighted", "focal:gamma=-1"])
+@pytest.mark.parametrize("recipe", ["hinge", "ce+weighted", "focal:gamma=-1", "ce+rdrop=-1", "ce+rdrop",
+                                    "ce+balanced+balanced", "ce+rdrop=1+rdrop=2"])
 def test_bad_recipes_fail_before_any_run(recipe, tmp_path):
     from freezetune.errors import UserError
 

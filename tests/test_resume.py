@@ -256,3 +256,15 @@ def test_compare_resume_continues_an_unfinished_run(tiny_bert, tiny_csv_dir, tmp
     assert without_timings(read_metrics(run)) == expected
     assert "resuming after epoch 1" in (run / "train.log").read_text(encoding="utf-8")
     assert not resume.resume_dir(run).exists()
+
+
+def test_no_checkpoints_saves_none_and_gives_the_same_result(tiny_bert, tiny_csv_dir, tmp_path, monkeypatch):
+    saved, real = [], Trainer._save_checkpoint
+    monkeypatch.setattr(Trainer, "_save_checkpoint", lambda self, *a, **k: saved.append(1) or real(self, *a, **k))
+    options = settings(tiny_bert, tiny_csv_dir, "freeze1", epochs=2)
+    with_checkpoints = train(TrainConfig(output_dir=str(tmp_path / "a"), **options))
+    assert len(saved) == 2  # one per epoch
+    saved.clear()
+    without = train(TrainConfig(output_dir=str(tmp_path / "b"), checkpoints=False, **options))
+    assert saved == [] and not resume.resume_dir(tmp_path / "b").exists()
+    assert without_timings(without) == without_timings(with_checkpoints)

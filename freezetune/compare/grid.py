@@ -4,8 +4,10 @@ Strategy names are the training vocabulary (`freezetune.strategies.parse_strateg
 the baselines `lstm` and `tfidf`, and `sweep[:0,2,4,...]`, which stands for `freezeN` at each point.
 
 Recipes (`--recipes`) cross every transformer strategy with ways of handling class imbalance: a recipe is a loss
-spec (`freezetune.losses`) with an optional `+balanced` (class weights), e.g. `ce`, `ce+balanced`, `focal:gamma=2`.
-Each (strategy, recipe) pair is then its own row of the study, named `STRATEGY@RECIPE` (`full@focal`).
+spec (`freezetune.losses`) with an optional `+balanced` (class weights) and an optional `+rdrop=ALPHA` (R-Drop),
+e.g. `ce`, `ce+balanced`, `focal:gamma=2`, `ce+balanced+rdrop=3`. Each (strategy, recipe) pair is then its own row
+of the study, named `STRATEGY@RECIPE` (`full@focal`). A recipe sets its runs' loss and class weights; R-Drop only
+where it says so (elsewhere the study's --rdrop holds).
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ class StudyStrategy:
     """The strategy family's default learning rates (`--lr-grid auto`); empty for baselines."""
     spec: str = ""
     """The training strategy, when `name` also names a recipe (`full` for `full@focal`); empty: `name`."""
-    overrides: tuple[tuple[str, str], ...] = ()
-    """Training options the recipe sets, e.g. (("loss", "focal"), ("class_weights", "balanced"))."""
+    overrides: tuple[tuple[str, str | float], ...] = ()
+    """Training options the recipe sets, e.g. (("loss", "focal"), ("class_weights", "balanced"), ("rdrop", 3.0))."""
 
     @property
     def is_baseline(self) -> bool:
@@ -98,20 +100,31 @@ def with_recipes(strategies: list[StudyStrategy], recipes: list[str]) -> list[St
     return out
 
 
-def parse_recipe(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
-    """`LOSS[+balanced]` -> (canonical name, training option overrides); a bad loss is a one-line UserError."""
-    from freezetune.losses import parse_loss
+def parse_recipe(text: str) -> tuple[str, tuple[tuple[str, str | float], ...]]:
+    """`LOSS[+balanced][+rdrop=ALPHA]` -> (canonical name, training option overrides); a bad one is a one-line
+    UserError."""
+    from freezetune.config import rdrop_alpha
+    from freezetune.losses import parse_loss, short_number
 
-    loss, plus, weights = text.strip().lower().partition("+")
-    if plus and weights != "balanced":
-        raise UserError(f"recipe {text!r}: write a loss spec with an optional +balanced, e.g. ce, ce+balanced, "
-                        "focal:gamma=2, logit-adjusted+balanced")
+    usage = "write a loss spec with an optional +balanced and +rdrop=ALPHA, e.g. ce, ce+balanced, focal:gamma=2, " \
+            "ce+balanced+rdrop=3"
+    loss, *extras = (part.strip() for part in text.strip().lower().split("+"))
     try:
-        loss = str(parse_loss(loss))
+        overrides: dict[str, str | float] = {"loss": str(parse_loss(loss)), "class_weights": "none"}
+        for extra in extras:
+            key, eq, value = extra.partition("=")
+            if extra == "balanced" and overrides["class_weights"] == "none":
+                overrides["class_weights"] = "balanced"
+            elif key == "rdrop" and eq and "rdrop" not in overrides:
+                overrides["rdrop"] = rdrop_alpha(value)
+            else:
+                raise UserError(usage)
     except UserError as exc:
         raise UserError(f"recipe {text!r}: {exc}") from None
-    name = loss + ("+balanced" if plus else "")
-    return name, (("loss", loss), ("class_weights", "balanced" if plus else "none"))
+    name = overrides["loss"] + ("+balanced" if overrides["class_weights"] == "balanced" else "")
+    if "rdrop" in overrides:
+        name += f"+rdrop={short_number(overrides['rdrop'])}"
+    return name, tuple(overrides.items())
 
 
 def _sweep_points(name: str) -> list[int]:

@@ -19,7 +19,7 @@ from freezetune.errors import UserError
 DEFAULT_STRATEGIES = ["full", "freeze6", "head", "lstm", "tfidf"]
 # Options that do not change what a run computes; every other option must match to --resume a study.
 # Recipes name their runs (like strategies), so a study resumed with more of them keeps the finished ones.
-NOT_RUN_DEFINING = {"output_dir", "config", "resume", "overwrite", "strategies", "recipes", "seeds",
+NOT_RUN_DEFINING = {"output_dir", "config", "resume", "overwrite", "checkpoints", "strategies", "recipes", "seeds",
                     "executor", "ray_address", "ray_cpus_per_run", "ray_gpus_per_run"}
 Executor = Literal["serial", "ray"]
 
@@ -37,9 +37,10 @@ class CompareOptions(TrainOptions):
                                    "freezeN+lora, llrd, gradual, ...), the baselines lstm and tfidf, and sweep[:0,2,...] "
                                    "(freezeN at each point)")
     recipes: list[str] = option([], "imbalance recipes to cross with every transformer strategy: a --loss spec with an "
-                                "optional +balanced (class weights), e.g. ce ce+balanced focal logit-adjusted; each "
-                                "recipe sets the loss and class weights of its runs, named STRATEGY@RECIPE; "
-                                "default: none, every run uses --loss and --class-weights")
+                                "optional +balanced (class weights) and +rdrop=ALPHA (R-Drop), e.g. ce ce+balanced "
+                                "focal ce+balanced+rdrop=3; each recipe sets the loss and class weights of its runs "
+                                "(and R-Drop where it says so), named STRATEGY@RECIPE; default: none, every run uses "
+                                "--loss, --class-weights and --rdrop")
     seeds: list[str] = option(["0", "1", "2"], "seeds: one run per strategy and seed (space- or comma-separated)")
     lstm_lr: float = option(2e-3, "learning rate of the LSTM baseline (trained from scratch, it wants a larger one)")
     lr_grid: str | None = option(None, "choose each strategy's learning rate on validation first: `auto` (each "

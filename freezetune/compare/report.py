@@ -82,8 +82,10 @@ def _encoder_depth(results, output_dir: Path) -> int | None:
 
 def _imbalance_handling(options) -> str:
     if options.recipes:
-        return f"loss and class weights set by each run's recipe (STRATEGY@RECIPE; recipes {', '.join(options.recipes)})"
-    return f"loss {options.loss}, class weights {options.class_weights}"
+        handling = f"loss and class weights set by each run's recipe (STRATEGY@RECIPE; recipes {', '.join(options.recipes)})"
+    else:
+        handling = f"loss {options.loss}, class weights {options.class_weights}"
+    return handling + (f", R-Drop alpha {options.rdrop:g}" if options.rdrop else "")
 
 
 def _pm(mean: float, std: float, digits: int = 4) -> str:

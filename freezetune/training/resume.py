@@ -42,7 +42,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from ..errors import UserError
 
 RECORD_FILE, MARKER_FILE, TRAINER_STATE_FILE = "run.json", "freezetune.pt", "trainer_state.json"
-NOT_RUN_DEFINING = ("output_dir", "resume", "overwrite")
+NOT_RUN_DEFINING = ("output_dir", "resume", "overwrite", "checkpoints")
 """Options that may differ between a run and its resumption (they say where and how, not what, to compute)."""
 log = logging.getLogger("freezetune")
 

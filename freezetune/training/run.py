@@ -150,7 +150,7 @@ def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
     counts = parameter_counts(model, strategy)
     run.say(f"model {describe_model(config.model, config.init)}, strategy {strategy.spec()}: {counts['trainable_params']:,} trainable of "
             f"{counts['total_params']:,} parameters ({counts['trainable_params'] / counts['total_params']:.1%}); "
-            f"lr {config.lr:g}; precision {precision}")
+            f"lr {config.lr:g}; precision {precision}" + (f"; R-Drop alpha {config.rdrop:g}" if config.rdrop else ""))
     if world_size() > 1:  # torchrun / accelerate: only the main process speaks, so it says for all
         run.say(f"training on {world_size()} processes: global batch {world_size() * config.batch_size}")
     if run.loss_weights is not None:
@@ -200,7 +200,7 @@ def fit(run: Run) -> Fitted:
                 for f in (run.train_features, run.validation_features))
             collator = collate_cached
             fast_paths.enter_context(top_only(run.model, n_cached))
-        trainer = Trainer(
+        trainer = _trainer_class(config)(
             model=run.model, args=args, train_dataset=train_set, eval_dataset=validation_set,
             processing_class=run.tokenizer, data_collator=collator, compute_metrics=_metrics_with_loss(run.loss),
             callbacks=[best_epoch, StopOnNonFiniteLoss(), *run.strategy.callbacks(run.model, run.plan),
@@ -212,6 +212,17 @@ def fit(run: Run) -> Fitted:
         best_epoch.restore_best()
     seconds = time.perf_counter() - started + run.checkpoints.seconds_before
     return Fitted(trainer, n_cached, seconds, peak[0], _epoch_rows(trainer.state.log_history))
+
+
+def _trainer_class(config: TrainConfig):
+    """The HF Trainer, or with --rdrop the same Trainer with R-Drop's training loss."""
+    if not config.rdrop:
+        return Trainer
+    from functools import partial
+
+    from .rdrop import RDropTrainer
+
+    return partial(RDropTrainer, rdrop_alpha=config.rdrop)
 
 
 def _optimizer(run: Run) -> torch.optim.Optimizer:
@@ -296,7 +307,7 @@ def training_arguments(config: TrainConfig, precision: str, output_dir: str) -> 
         eval_strategy="epoch",
         logging_strategy="epoch",  # so each logged train loss is that epoch's mean
         # A checkpoint at every epoch's end, for --resume; the best epoch's weights are kept by BestEpochCallback.
-        save_strategy="epoch",
+        save_strategy="epoch" if config.checkpoints else "no",
         # Batches of similar length waste less compute on padding (shuffled within mega-batches).
         train_sampling_strategy="group_by_length" if config.length_grouping else "random",
         dataloader_pin_memory=device_type() == "cuda",
