@@ -37,6 +37,8 @@ def merge(results: Path) -> dict[str, list[Path]]:
         for run in (seed_dir / "runs").glob("*"):
             if (run / METRICS_FILE).is_file():
                 target = results / match[1] / "runs" / run.name
+                if target.exists() and (target / METRICS_FILE).stat().st_mtime < (run / METRICS_FILE).stat().st_mtime:
+                    shutil.rmtree(target)  # the run was done again since it was copied
                 if not target.exists():
                     shutil.copytree(run, target)
                 studies.setdefault(match[1], []).append(target)
@@ -44,7 +46,8 @@ def merge(results: Path) -> dict[str, list[Path]]:
 
 
 def write_study_report(results: Path, name: str, runs: list[Path]) -> None:
-    """The study's report over its finished seeds, by `compare --resume` (no run is left to train)."""
+    """The study's report over its finished seeds, by `compare --resume`: no run is left to train, as long as each
+    seed's study finished every one of its strategy x recipe runs (the studies here have one each)."""
     template = next((results / "per-seed").glob(f"{name}-seed*/{OPTIONS_FILE}"))
     options = json.loads(template.read_text(encoding="utf-8"))
     seeds = sorted({_seed(run) for run in runs})
@@ -82,10 +85,13 @@ def summarise(name: str, runs: list[Path], labels: np.ndarray) -> dict:
         "train_seconds": stat([m["train_seconds"] for m in metrics]),
         "precision": sorted({m["precision"] for m in metrics}),
     }
-    # Disjoint ensembles of 3 seeds in seed order (0-2, 3-5, ...): the mean over them, like the per-seed mean.
+    # Disjoint ensembles of 3 seeds (0-2, 3-5, ...), only the complete ones: the mean over them, like the per-seed mean.
+    groups: dict[int, list[dict]] = {}
+    for seed, m in zip(seeds, metrics):
+        groups.setdefault(seed // 3, []).append(m)
     ensembles = []
-    for start in range(0, len(metrics) - 2, 3):
-        probabilities = np.mean([np.asarray(m["evaluation_probabilities"]) for m in metrics[start:start + 3]], axis=0)
+    for members in (g for g in groups.values() if len(g) == 3):
+        probabilities = np.mean([np.asarray(m["evaluation_probabilities"]) for m in members], axis=0)
         ensembles.append(_scores(labels, probabilities.argmax(axis=1), rare_id))
     if ensembles:
         row["ensembles"] = len(ensembles)

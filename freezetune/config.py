@@ -29,6 +29,9 @@ CLASS_WEIGHTS: tuple[str, ...] = ClassWeights.__args__
 Init = Literal["pretrained", "random"]
 Decision = Literal["argmax", "macro_f1"]
 Calibration = Literal["temperature", "none"]
+WHERE_AND_HOW = frozenset({"output_dir", "overwrite", "resume", "checkpoints", "config"})
+"""Options that say where and how a run is computed, not what: a run resumed with other values of these is the
+same run (`--resume`, `compare --resume`), and a model card does not list them as hyperparameters."""
 
 
 def option(default, help: str, **metadata):
@@ -170,14 +173,14 @@ def _one_of(config, name: str, choices) -> None:
                         f"{', '.join(choices.__args__)}")
 
 
-def rdrop_alpha(value) -> float:
-    """R-Drop's weight: a finite number >= 0 (0 = off)."""
+def rdrop_alpha(value, name: str = "--rdrop") -> float:
+    """R-Drop's weight: a finite number >= 0 (0 = off). `name`: what the user wrote it as, for the message."""
     try:
         alpha = float(value)
     except (TypeError, ValueError):
         alpha = math.nan
     if isinstance(value, bool) or not (math.isfinite(alpha) and alpha >= 0):
-        raise UserError(f"--rdrop must be a finite number >= 0 (0 = off; 1 to 5 are usual), got {value!r}")
+        raise UserError(f"{name} must be a finite number >= 0 (0 = off; 1 to 5 are usual), got {value!r}")
     return alpha
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from .config import WHERE_AND_HOW
 from .outputs import write_text_atomic
 
 CARD_FILE = "README.md"
@@ -35,8 +36,7 @@ BUILTIN_BASES = {
 # A hub id: NAME or OWNER/NAME of letters, digits, '-', '_', '.' (as the hub allows).
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 # run_config keys that are not hyperparameters (where the run wrote, and what the card shows elsewhere).
-_NOT_HYPERPARAMETERS = {"output_dir", "overwrite", "resume", "checkpoints", "model", "data", "text_column", "label_column",
-                        "strategy"}
+_NOT_HYPERPARAMETERS = WHERE_AND_HOW | {"model", "data", "text_column", "label_column", "strategy"}
 
 
 def _hub_id(spec: str | None, prefix: str = "") -> str | None:

@@ -36,12 +36,14 @@ def test_tokenize_single_and_pair(capsys, tiny_bert):
 
 
 def test_the_packaged_imbalanced_config_is_one_flag_for_train(capsys, tiny_bert, tiny_csv_dir, tmp_path):
+    from freezetune.configs import load_yaml
+
     out = tmp_path / "model"
     code, _, _ = run(capsys, "train", "--config", "imbalanced", "--model", tiny_bert, "--data", tiny_csv_dir,
                      "--output-dir", out, "--epochs", "1", "--lr", "5e-3", "--max-length", "16", "--strategy", "head",
                      "--rdrop", "1")  # a flag given as well overrides the config
     run_config = json.loads((out / "run_config.json").read_text(encoding="utf-8"))
-    assert code == 0
+    assert code == 0 and load_yaml("imbalanced", valid=list(run_config))["rdrop"] == 3
     assert {k: run_config[k] for k in ("class_weights", "rdrop", "metric", "decision", "calibration")} == {
         "class_weights": "balanced", "rdrop": 1.0, "metric": "macro_f1", "decision": "macro_f1", "calibration": "temperature"}
 

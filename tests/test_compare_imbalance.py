@@ -159,7 +159,7 @@ def test_recipes_cross_each_transformer_strategy_and_set_its_runs_loss(tiny_bert
         assert json.loads((out / "runs" / f"{name}-seed0" / "run_config.json").read_text())["rdrop"] == rdrop
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "| head@focal+balanced |" in report and "recipes ce, focal:gamma=2+balanced, focal, ce+rdrop=1" in report
-    assert "R-Drop alpha 0.5" in report
+    assert "R-Drop alpha 0.5 where a recipe does not set it" in report
 
 
 @pytest.mark.parametrize("recipe", ["hinge", "ce+weighted", "focal:gamma=-1", "ce+rdrop=-1", "ce+rdrop",

@@ -266,5 +266,5 @@ def test_no_checkpoints_saves_none_and_gives_the_same_result(tiny_bert, tiny_csv
     assert len(saved) == 2  # one per epoch
     saved.clear()
     without = train(TrainConfig(output_dir=str(tmp_path / "b"), checkpoints=False, **options))
-    assert saved == [] and not resume.resume_dir(tmp_path / "b").exists()
+    assert saved == []
     assert without_timings(without) == without_timings(with_checkpoints)

@@ -116,7 +116,7 @@ def parse_recipe(text: str) -> tuple[str, tuple[tuple[str, str | float], ...]]:
             if extra == "balanced" and overrides["class_weights"] == "none":
                 overrides["class_weights"] = "balanced"
             elif key == "rdrop" and eq and "rdrop" not in overrides:
-                overrides["rdrop"] = rdrop_alpha(value)
+                overrides["rdrop"] = rdrop_alpha(value, name="rdrop")
             else:
                 raise UserError(usage)
     except UserError as exc:

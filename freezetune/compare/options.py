@@ -13,14 +13,14 @@ from typing import Literal
 
 from freezetune.compare.executors import check_executor_options
 from freezetune.compare.grid import parse_recipe
-from freezetune.config import TrainOptions, option
+from freezetune.config import WHERE_AND_HOW, TrainOptions, option
 from freezetune.errors import UserError
 
 DEFAULT_STRATEGIES = ["full", "freeze6", "head", "lstm", "tfidf"]
 # Options that do not change what a run computes; every other option must match to --resume a study.
 # Recipes name their runs (like strategies), so a study resumed with more of them keeps the finished ones.
-NOT_RUN_DEFINING = {"output_dir", "config", "resume", "overwrite", "checkpoints", "strategies", "recipes", "seeds",
-                    "executor", "ray_address", "ray_cpus_per_run", "ray_gpus_per_run"}
+NOT_RUN_DEFINING = WHERE_AND_HOW | {"strategies", "recipes", "seeds", "executor", "ray_address", "ray_cpus_per_run",
+                                    "ray_gpus_per_run"}
 Executor = Literal["serial", "ray"]
 
 

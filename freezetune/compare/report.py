@@ -85,7 +85,9 @@ def _imbalance_handling(options) -> str:
         handling = f"loss and class weights set by each run's recipe (STRATEGY@RECIPE; recipes {', '.join(options.recipes)})"
     else:
         handling = f"loss {options.loss}, class weights {options.class_weights}"
-    return handling + (f", R-Drop alpha {options.rdrop:g}" if options.rdrop else "")
+    if not options.rdrop:
+        return handling
+    return handling + f", R-Drop alpha {options.rdrop:g}" + (" where a recipe does not set it" if options.recipes else "")
 
 
 def _pm(mean: float, std: float, digits: int = 4) -> str:

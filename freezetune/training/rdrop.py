@@ -4,7 +4,8 @@ Each training batch of n rows goes through the model as one batch of 2n, the row
 row see different dropout masks. The loss is the run's loss (`--loss`, class weights) averaged over all 2n rows,
 plus ALPHA/2 x the symmetric KL divergence between the two copies' predicted distributions, averaged over the
 n rows. That is the paper's L = CE1 + CE2 + ALPHA x (KL(p1||p2) + KL(p2||p1)) / 2, halved, so ALPHA means what it
-means there. Evaluation runs each row once. It costs twice the compute of a training step.
+means there. Evaluation runs each row once. It costs twice the compute of a training step. The train loss the
+run logs includes the KL term; the validation loss does not.
 
 One batch of 2n rather than two forward passes: the same masks' independence, one kernel launch per layer. It
 works on every fast path: the prefix cache's cached bottom has no dropout anyway (it is computed in eval mode),
@@ -39,5 +40,8 @@ class RDropTrainer(Trainer):
         items = None if num_items_in_batch is None else 2 * num_items_in_batch
         loss, outputs = super().compute_loss(model, twice, return_outputs=True, num_items_in_batch=items)
         first, second = outputs["logits"].chunk(2)  # (n, classes) each: row i and its copy
-        loss = loss + self.rdrop_alpha / 2 * symmetric_kl(first, second).mean()
+        kl = symmetric_kl(first, second)
+        # Normalised like the loss: over the rows the Trainer counts (whole accumulation window), else this batch's.
+        kl = kl.mean() if num_items_in_batch is None else kl.sum() / num_items_in_batch
+        loss = loss + self.rdrop_alpha / 2 * kl
         return (loss, outputs) if return_outputs else loss

@@ -39,11 +39,10 @@ import torch
 from transformers import TrainerCallback, TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..config import WHERE_AND_HOW
 from ..errors import UserError
 
 RECORD_FILE, MARKER_FILE, TRAINER_STATE_FILE = "run.json", "freezetune.pt", "trainer_state.json"
-NOT_RUN_DEFINING = ("output_dir", "resume", "overwrite", "checkpoints")
-"""Options that may differ between a run and its resumption (they say where and how, not what, to compute)."""
 log = logging.getLogger("freezetune")
 
 
@@ -66,7 +65,7 @@ def complete_checkpoints(folder: Path) -> list[Path]:
 
 def run_defining(config) -> dict:
     """The options a resumed run must share with the run it continues, as JSON values."""
-    return json.loads(json.dumps({k: v for k, v in config.to_dict().items() if k not in NOT_RUN_DEFINING}))
+    return json.loads(json.dumps({k: v for k, v in config.to_dict().items() if k not in WHERE_AND_HOW}))
 
 
 def data_fingerprint(label_names, *features: list[dict]) -> str:
