@@ -92,7 +92,7 @@ class Checkpoints:
         out = Path(config.output_dir).expanduser()
         folder, options = resume_dir(out), run_defining(config)
         if config.resume:
-            _check_resumable(out, folder, options)
+            _check_resumable(out, folder, options, run_defining(type(config)(output_dir=str(out))))
         elif config.overwrite or not resumable(out):  # start again; without a complete checkpoint nothing is lost
             shutil.rmtree(folder, ignore_errors=True)
         elif not out.exists():  # (an existing OUT is refused next, naming --overwrite)
@@ -182,14 +182,16 @@ class _CompleteCheckpoint(TrainerCallback):
             shutil.rmtree(older)
 
 
-def _check_resumable(out: Path, folder: Path, options: dict) -> None:
+def _check_resumable(out: Path, folder: Path, options: dict, defaults: dict) -> None:
+    """`defaults`: the run-defining options' defaults. A checkpoint written before an option existed ran with what
+    its default does now, so the missing option counts as its default."""
     if out.exists():
         raise UserError(f"--resume: {out} already exists (a finished run), so there is nothing to resume; to continue "
                         f"a run started with --overwrite, move {out} away first")
     if not resumable(out):
         raise UserError(f"--resume: no checkpoint of an unfinished run into {out} (it would be in {folder}): "
                         "run without --resume")
-    saved = _read_record(folder)["options"]
+    saved = {**defaults, **_read_record(folder)["options"]}
     changed = sorted(k for k in saved.keys() | options.keys() if saved.get(k) != options.get(k))
     if changed:
         raise UserError(f"--resume: the checkpoint {folder} is of a run with other {', '.join(changed)}: resume with "
