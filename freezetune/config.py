@@ -173,6 +173,18 @@ def _one_of(config, name: str, choices) -> None:
                         f"{', '.join(choices.__args__)}")
 
 
+def field_defaults(dataclass_type) -> dict:
+    """The defaults of a config dataclass's fields. A record written before an option existed (a checkpoint, a
+    study) ran with what that option's default does now: `--resume` reads the missing option as its default."""
+    defaults = {}
+    for f in dataclasses.fields(dataclass_type):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = f.default_factory()
+    return defaults
+
+
 def rdrop_alpha(value, name: str = "--rdrop") -> float:
     """R-Drop's weight: a finite number >= 0 (0 = off). `name`: what the user wrote it as, for the message."""
     try:

@@ -1,6 +1,7 @@
 """`compare` end to end on a tiny local BERT and tiny data: grid, report files, resume, errors."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -74,6 +75,22 @@ def test_existing_output_needs_resume_or_overwrite(study):
         compare(CompareOptions(**{**vars(options), "resume": False}))
     with pytest.raises(UserError, match="different epochs"):
         compare(CompareOptions(**{**vars(options), "resume": True, "epochs": 5}))
+
+
+def test_a_study_from_before_an_option_existed_resumes_with_its_default(tmp_path):
+    import dataclasses
+
+    from freezetune.compare.study import OPTIONS_FILE, _prepare_output
+
+    options = CompareOptions(output_dir=str(tmp_path / "out"), resume=True)
+    out = Path(options.output_dir)
+    out.mkdir()
+    older = {k: v for k, v in dataclasses.asdict(options).items() if k != "rdrop"}  # written before --rdrop existed
+    (out / OPTIONS_FILE).write_text(json.dumps(older), encoding="utf-8")
+    _prepare_output(out, options)  # the missing rdrop counts as its default, 0: the same study
+    (out / OPTIONS_FILE).write_text(json.dumps({**older, "rdrop": 1.0}), encoding="utf-8")
+    with pytest.raises(UserError, match="different rdrop"):
+        _prepare_output(out, options)
 
 
 @pytest.mark.parametrize("name", ["freeze", "freezeX", "half", "freeze6+embeddings"])

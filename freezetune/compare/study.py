@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from freezetune.compare.executors import open_executor
 from freezetune.compare.grid import METRICS_FILE, Run, StudyStrategy, grid, parse_strategies, with_recipes
 from freezetune.compare.options import CompareOptions
+from freezetune.config import field_defaults
 from freezetune.errors import UserError
 from freezetune.outputs import check_not_input, check_writable, output_lock, write_json_atomic
 
@@ -123,8 +124,8 @@ def _prepare_output(out: Path, options: CompareOptions) -> None:
             raise UserError(f"{out} holds no study (no {OPTIONS_FILE}), so there is nothing to resume or replace: "
                             "choose another --output-dir")
         if options.resume:
-            previous = json.loads(record.read_text(encoding="utf-8"))
-            # An option missing from the record (a study from an older version) counts as changed.
+            # An option missing from the record (a study from an older version) counts as its default.
+            previous = {**field_defaults(CompareOptions), **json.loads(record.read_text(encoding="utf-8"))}
             changed = [k for k, v in options.run_defining().items() if previous.get(k) != v]
             if changed:
                 raise UserError(f"cannot --resume {out}: its runs used different {', '.join(changed)}; "

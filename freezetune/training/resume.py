@@ -39,7 +39,7 @@ import torch
 from transformers import TrainerCallback, TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from ..config import WHERE_AND_HOW
+from ..config import WHERE_AND_HOW, field_defaults
 from ..errors import UserError
 
 RECORD_FILE, MARKER_FILE, TRAINER_STATE_FILE = "run.json", "freezetune.pt", "trainer_state.json"
@@ -92,7 +92,7 @@ class Checkpoints:
         out = Path(config.output_dir).expanduser()
         folder, options = resume_dir(out), run_defining(config)
         if config.resume:
-            _check_resumable(out, folder, options, run_defining(type(config)(output_dir=str(out))))
+            _check_resumable(out, folder, options, field_defaults(type(config)))
         elif config.overwrite or not resumable(out):  # start again; without a complete checkpoint nothing is lost
             shutil.rmtree(folder, ignore_errors=True)
         elif not out.exists():  # (an existing OUT is refused next, naming --overwrite)
@@ -183,15 +183,15 @@ class _CompleteCheckpoint(TrainerCallback):
 
 
 def _check_resumable(out: Path, folder: Path, options: dict, defaults: dict) -> None:
-    """`defaults`: the run-defining options' defaults. A checkpoint written before an option existed ran with what
-    its default does now, so the missing option counts as its default."""
+    """`defaults`: the options' defaults, for those a checkpoint from an older version does not record."""
     if out.exists():
         raise UserError(f"--resume: {out} already exists (a finished run), so there is nothing to resume; to continue "
                         f"a run started with --overwrite, move {out} away first")
     if not resumable(out):
         raise UserError(f"--resume: no checkpoint of an unfinished run into {out} (it would be in {folder}): "
                         "run without --resume")
-    saved = {**defaults, **_read_record(folder)["options"]}
+    saved = json.loads(json.dumps({k: v for k, v in defaults.items() if k in options}))
+    saved.update(_read_record(folder)["options"])
     changed = sorted(k for k in saved.keys() | options.keys() if saved.get(k) != options.get(k))
     if changed:
         raise UserError(f"--resume: the checkpoint {folder} is of a run with other {', '.join(changed)}: resume with "
