@@ -74,6 +74,9 @@ class TrainOptions:
     rdrop: float = option(0.0, "R-Drop: each training row runs twice (two dropout masks) and the loss adds RDROP/2 x "
                           "the symmetric KL divergence between the two predictions (Liang et al. 2021); twice the "
                           "training compute; 0 = off")
+    ema: float = option(0.0, "evaluate, keep and save an exponential moving average of the trained weights, updated "
+                        "after every step with this decay (0.99 to 0.999 usual; about 1 / (1 - EMA) steps are "
+                        "averaged); 0 = off")
     early_stopping: int | None = option(None, "stop after this many epochs without improvement of --metric")
     validation_fraction: float = option(0.1, "share of train held out (stratified, seeded) when the data has "
                                         "no validation split")
@@ -96,6 +99,7 @@ class TrainOptions:
             _at_least(self, "early_stopping", 1)
         self.lr = _learning_rate(self.lr)
         self.rdrop = rdrop_alpha(self.rdrop)
+        self.ema = ema_decay(self.ema)
         if not 0 < float(self.validation_fraction) < 1:
             raise UserError(f"--validation-fraction must be between 0 and 1, got {self.validation_fraction}")
         _one_of(self, "metric", SelectionMetric)
@@ -194,6 +198,17 @@ def rdrop_alpha(value, name: str = "--rdrop") -> float:
     if isinstance(value, bool) or not (math.isfinite(alpha) and alpha >= 0):
         raise UserError(f"{name} must be a finite number >= 0 (0 = off; 1 to 5 are usual), got {value!r}")
     return alpha
+
+
+def ema_decay(value, name: str = "--ema") -> float:
+    """The weight average's decay: a number in [0, 1) (0 = off). `name`: what the user wrote it as."""
+    try:
+        decay = float(value)
+    except (TypeError, ValueError):
+        decay = math.nan
+    if isinstance(value, bool) or not 0 <= decay < 1:
+        raise UserError(f"{name} must be a number from 0 (off) to below 1 (0.99 to 0.999 are usual), got {value!r}")
+    return decay
 
 
 def _learning_rate(value) -> float | str:

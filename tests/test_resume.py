@@ -126,10 +126,11 @@ def test_sigkill_then_resume_gives_the_uninterrupted_metrics(strategy, tiny_bert
 
 # --- in-process interruptions: every strategy, every moment ---------------------------------------------------
 
-@pytest.mark.parametrize("strategy, precision", [("gradual", "fp32"), ("lora", "fp32"), ("head", "fp32"),
-                                                 ("full", "bf16")])
-def test_interrupted_mid_epoch_resumes_exactly(strategy, precision, tiny_bert, tiny_csv_dir, tmp_path, reference):
-    options = settings(tiny_bert, tiny_csv_dir, strategy, precision=precision)
+@pytest.mark.parametrize("strategy, precision, extra", [("gradual", "fp32", {}), ("lora", "fp32", {}), ("head", "fp32", {}),
+                                                        ("full", "bf16", {}), ("freeze1", "fp32", {"ema": 0.9})],
+                         ids=["gradual", "lora", "head", "full-bf16", "ema"])  # ema: the average is in the checkpoint
+def test_interrupted_mid_epoch_resumes_exactly(strategy, precision, extra, tiny_bert, tiny_csv_dir, tmp_path, reference):
+    options = settings(tiny_bert, tiny_csv_dir, strategy, precision=precision, **extra)
     expected = reference(options)
     out = tmp_path / "out"
     with interrupted_at(step=45):  # 30 steps an epoch: in the middle of epoch 2

@@ -4,10 +4,10 @@ Strategy names are the training vocabulary (`freezetune.strategies.parse_strateg
 the baselines `lstm` and `tfidf`, and `sweep[:0,2,4,...]`, which stands for `freezeN` at each point.
 
 Recipes (`--recipes`) cross every transformer strategy with ways of handling class imbalance: a recipe is a loss
-spec (`freezetune.losses`) with an optional `+balanced` (class weights) and an optional `+rdrop=ALPHA` (R-Drop),
-e.g. `ce`, `ce+balanced`, `focal:gamma=2`, `ce+balanced+rdrop=3`. Each (strategy, recipe) pair is then its own row
-of the study, named `STRATEGY@RECIPE` (`full@focal`). A recipe sets its runs' loss and class weights; R-Drop only
-where it says so (elsewhere the study's --rdrop holds).
+spec (`freezetune.losses`) with an optional `+balanced` (class weights), `+rdrop=ALPHA` (R-Drop) and `+ema=DECAY`
+(the weights' average), e.g. `ce`, `ce+balanced`, `focal:gamma=2`, `ce+balanced+rdrop=3`. Each (strategy, recipe)
+pair is then its own row of the study, named `STRATEGY@RECIPE` (`full@focal`). A recipe sets its runs' loss and
+class weights; R-Drop and the average only where it says so (elsewhere the study's --rdrop and --ema hold).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ class StudyStrategy:
     spec: str = ""
     """The training strategy, when `name` also names a recipe (`full` for `full@focal`); empty: `name`."""
     overrides: tuple[tuple[str, str | float], ...] = ()
-    """Training options the recipe sets, e.g. (("loss", "focal"), ("class_weights", "balanced"), ("rdrop", 3.0))."""
+    """Training options the recipe sets, e.g. (("loss", "focal"), ("class_weights", "balanced"), ("rdrop", 3.0),
+    ("ema", 0.995))."""
 
     @property
     def is_baseline(self) -> bool:
@@ -101,13 +102,14 @@ def with_recipes(strategies: list[StudyStrategy], recipes: list[str]) -> list[St
 
 
 def parse_recipe(text: str) -> tuple[str, tuple[tuple[str, str | float], ...]]:
-    """`LOSS[+balanced][+rdrop=ALPHA]` -> (canonical name, training option overrides); a bad one is a one-line
-    UserError."""
-    from freezetune.config import rdrop_alpha
+    """`LOSS[+balanced][+rdrop=ALPHA][+ema=DECAY]` -> (canonical name, training option overrides); a bad one is a
+    one-line UserError."""
+    from freezetune.config import ema_decay, rdrop_alpha
     from freezetune.losses import parse_loss, short_number
 
-    usage = "write a loss spec with an optional +balanced and +rdrop=ALPHA, e.g. ce, ce+balanced, focal:gamma=2, " \
-            "ce+balanced+rdrop=3"
+    numeric = {"rdrop": rdrop_alpha, "ema": ema_decay}  # +NAME=VALUE: the option NAME, checked by its validator
+    usage = "write a loss spec with an optional +balanced, +rdrop=ALPHA and +ema=DECAY, e.g. ce, ce+balanced, " \
+            "focal:gamma=2, ce+balanced+rdrop=3+ema=0.995"
     loss, *extras = (part.strip() for part in text.strip().lower().split("+"))
     try:
         overrides: dict[str, str | float] = {"loss": str(parse_loss(loss)), "class_weights": "none"}
@@ -115,15 +117,14 @@ def parse_recipe(text: str) -> tuple[str, tuple[tuple[str, str | float], ...]]:
             key, eq, value = extra.partition("=")
             if extra == "balanced" and overrides["class_weights"] == "none":
                 overrides["class_weights"] = "balanced"
-            elif key == "rdrop" and eq and "rdrop" not in overrides:
-                overrides["rdrop"] = rdrop_alpha(value, name="rdrop")
+            elif key in numeric and eq and key not in overrides:
+                overrides[key] = numeric[key](value, name=key)
             else:
                 raise UserError(usage)
     except UserError as exc:
         raise UserError(f"recipe {text!r}: {exc}") from None
     name = overrides["loss"] + ("+balanced" if overrides["class_weights"] == "balanced" else "")
-    if "rdrop" in overrides:
-        name += f"+rdrop={short_number(overrides['rdrop'])}"
+    name += "".join(f"+{key}={short_number(overrides[key])}" for key in numeric if key in overrides)
     return name, tuple(overrides.items())
 
 

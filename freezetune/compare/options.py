@@ -37,10 +37,11 @@ class CompareOptions(TrainOptions):
                                    "freezeN+lora, llrd, gradual, ...), the baselines lstm and tfidf, and sweep[:0,2,...] "
                                    "(freezeN at each point)")
     recipes: list[str] = option([], "imbalance recipes to cross with every transformer strategy: a --loss spec with an "
-                                "optional +balanced (class weights) and +rdrop=ALPHA (R-Drop), e.g. ce ce+balanced "
-                                "focal ce+balanced+rdrop=3; each recipe sets the loss and class weights of its runs "
-                                "(and R-Drop where it says so), named STRATEGY@RECIPE; default: none, every run uses "
-                                "--loss, --class-weights and --rdrop")
+                                "optional +balanced (class weights), +rdrop=ALPHA (R-Drop) and +ema=DECAY (weight "
+                                "average), e.g. ce ce+balanced focal ce+balanced+rdrop=3; each recipe sets the loss "
+                                "and class weights of its runs (R-Drop and the average where it says so), named "
+                                "STRATEGY@RECIPE; default: none, every run uses --loss, --class-weights, --rdrop and "
+                                "--ema")
     seeds: list[str] = option(["0", "1", "2"], "seeds: one run per strategy and seed (space- or comma-separated)")
     lstm_lr: float = option(2e-3, "learning rate of the LSTM baseline (trained from scratch, it wants a larger one)")
     lr_grid: str | None = option(None, "choose each strategy's learning rate on validation first: `auto` (each "

@@ -80,14 +80,18 @@ def _encoder_depth(results, output_dir: Path) -> int | None:
     return None
 
 
-def _imbalance_handling(options) -> str:
+def _recipe_text(options) -> str:
+    """The loss, class weights and regularisers of the study's transformer runs, for the report's first paragraph."""
     if options.recipes:
         handling = f"loss and class weights set by each run's recipe (STRATEGY@RECIPE; recipes {', '.join(options.recipes)})"
     else:
         handling = f"loss {options.loss}, class weights {options.class_weights}"
-    if not options.rdrop:
-        return handling
-    return handling + f", R-Drop alpha {options.rdrop:g}" + (" where a recipe does not set it" if options.recipes else "")
+    where = " where a recipe does not set it" if options.recipes else ""
+    if options.rdrop:
+        handling += f", R-Drop alpha {options.rdrop:g}{where}"
+    if options.ema:
+        handling += f", weights averaged (EMA {options.ema:g}){where}"
+    return handling
 
 
 def _pm(mean: float, std: float, digits: int = 4) -> str:
@@ -103,7 +107,7 @@ def _blocks(options, splits, frame, summary, results, images, selection: dict) -
              f"Final numbers are on the {eval_name} split with each run's best epoch by validation {options.metric}. "
              f"Transformer runs: {options.epochs} epochs, batch size {options.batch_size}, "
              f"learning rate {'chosen per strategy on validation (below)' if selection else options.lr}, "
-             f"max length {options.max_length}, precision {precision}, {_imbalance_handling(options)}, "
+             f"max length {options.max_length}, precision {precision}, {_recipe_text(options)}, "
              f"decision rule {options.decision}, calibration {options.calibration}. "
              f"Seeds: {', '.join(map(str, options.seeds))}.")
     blocks = [("h1", "freezetune compare: the freezing study"), ("p", about)]

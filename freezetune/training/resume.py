@@ -6,8 +6,9 @@ A run keeps its checkpoint in `.NAME.resume/` beside its output folder OUT (NAME
     checkpoint-STEP/     the last completed epoch. The Trainer's own checkpoint (the model as it trains, the
                          optimizer and LR-scheduler state, the RNG states, trainer_state.json with the epoch,
                          step and log history) plus ours:
-        freezetune.pt    the best epoch so far (its weights, score and the epochs since), the training seconds so
-                         far and whether training had ended. Written last: a checkpoint without it is incomplete.
+        freezetune.pt    the best epoch so far (its weights, score and the epochs since), with --ema the weights'
+                         average, the training seconds so far and whether training had ended. Written last: a
+                         checkpoint without it is incomplete.
 
 The Trainer resumes itself (`trainer.train(resume_from_checkpoint=...)`): it reloads the weights, the optimizer
 and scheduler, the trainer state and, at the resumed epoch's start, the RNG states, so the batches and the dropout
@@ -117,14 +118,17 @@ class Checkpoints:
         say(f"resuming after epoch {round(state.epoch)} (step {state.global_step}) from {latest}")
         return latest
 
-    def train(self, trainer, best_epoch, checkpoint: Path | None) -> None:
-        """`trainer.train()`, continued from `checkpoint` when there is one (see the module docstring)."""
+    def train(self, trainer, states: dict, checkpoint: Path | None) -> None:
+        """`trainer.train()`, continued from `checkpoint` when there is one (see the module docstring).
+
+        `states`: the callbacks whose state a checkpoint keeps, by name ("best": the BestEpochCallback)."""
         try:
             if checkpoint is None:
                 trainer.train()
                 return
             saved = torch.load(checkpoint / MARKER_FILE, map_location="cpu", weights_only=True)
-            best_epoch.load_state_dict(saved["best"])
+            for name, callback in states.items():
+                callback.load_state_dict(saved[name])
             self.seconds_before = saved["seconds"]
             if saved["done"]:  # stopped after the last epoch (or by early stopping): nothing left to train
                 trainer.state = TrainerState.load_from_json(str(checkpoint / TRAINER_STATE_FILE))
@@ -146,8 +150,8 @@ class Checkpoints:
     def record(self) -> bytes:
         return json.dumps({"options": self.options, "data": self.data}, indent=2).encode()
 
-    def callback(self, best_epoch) -> TrainerCallback:
-        return _CompleteCheckpoint(self, best_epoch)
+    def callback(self, states: dict) -> TrainerCallback:
+        return _CompleteCheckpoint(self, states)
 
     def remove(self) -> None:
         """Once OUT is written, the checkpoint has served."""
@@ -155,14 +159,14 @@ class Checkpoints:
 
 
 class _CompleteCheckpoint(TrainerCallback):
-    """After the Trainer saved an epoch's checkpoint: make it durable, add the best epoch's state, mark it complete,
-    and delete the previous one.
+    """After the Trainer saved an epoch's checkpoint: make it durable, add our callbacks' states (the best epoch's,
+    the weights' average), mark it complete, and delete the previous one.
 
-    Must come after the BestEpochCallback in the Trainer's callbacks (the epoch's evaluation updates it first).
+    Must come after those callbacks in the Trainer's callbacks (the epoch's evaluation updates them first).
     """
 
-    def __init__(self, checkpoints: Checkpoints, best_epoch):
-        self.checkpoints, self.best_epoch = checkpoints, best_epoch
+    def __init__(self, checkpoints: Checkpoints, states: dict):
+        self.checkpoints, self.states = checkpoints, states
 
     def on_save(self, args, state, control, **kwargs):
         if not args.should_save:
@@ -175,7 +179,8 @@ class _CompleteCheckpoint(TrainerCallback):
         if not record.is_file():  # the first checkpoint: what a resumed run must match
             write_durably(record, self.checkpoints.record())
         done = bool(control.should_training_stop)  # the last epoch, or early stopping
-        saved = {"best": self.best_epoch.state_dict(), "seconds": self.checkpoints.seconds(), "done": done}
+        saved = {**{name: callback.state_dict() for name, callback in self.states.items()},
+                 "seconds": self.checkpoints.seconds(), "done": done}
         write_durably(folder / MARKER_FILE, saved)
         for older in complete_checkpoints(folder.parent)[:-1]:
             (older / MARKER_FILE).unlink()  # first, so a kill while deleting leaves it incomplete, not half

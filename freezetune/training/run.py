@@ -41,6 +41,7 @@ from ..precision import device_type, resolve_precision
 from ..results import RunResult, rounded_probabilities
 from ..strategies import Strategy, TrainPlan, frozen_prefix, parameter_counts, parse_strategy, prepare as prepare_strategy
 from .compact_embedding import compact_word_embeddings
+from .ema import WeightAverage
 from .distributed import output_lock_on_main, refuse_unfollowable, world_size
 from .prefix_cache import CachedPrefixDataset, collate_cached, encode_prefix, top_only
 from .resume import Checkpoints, data_fingerprint
@@ -150,7 +151,8 @@ def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
     counts = parameter_counts(model, strategy)
     run.say(f"model {describe_model(config.model, config.init)}, strategy {strategy.spec()}: {counts['trainable_params']:,} trainable of "
             f"{counts['total_params']:,} parameters ({counts['trainable_params'] / counts['total_params']:.1%}); "
-            f"lr {config.lr:g}; precision {precision}" + (f"; R-Drop alpha {config.rdrop:g}" if config.rdrop else ""))
+            f"lr {config.lr:g}; precision {precision}" + (f"; R-Drop alpha {config.rdrop:g}" if config.rdrop else "")
+            + (f"; weights averaged (EMA {config.ema:g})" if config.ema else ""))
     if world_size() > 1:  # torchrun / accelerate: only the main process speaks, so it says for all
         run.say(f"training on {world_size()} processes: global batch {world_size() * config.batch_size}")
     if run.loss_weights is not None:
@@ -180,6 +182,8 @@ def fit(run: Run) -> Fitted:
     """Train with the Trainer on the cheapest exact path; on return the model is whole and holds the best epoch."""
     config = run.config
     best_epoch = BestEpochCallback(config.metric, config.early_stopping, run.params)
+    # After best_epoch, which snapshots the weights each epoch is evaluated with: with --ema, their average.
+    states = {"best": best_epoch, **({"ema": WeightAverage(config.ema, run.params)} if config.ema else {})}
     args = training_arguments(config, run.precision, str(run.checkpoints.folder))
     started = time.perf_counter()
     fingerprint = data_fingerprint(run.splits.label_names, run.train_features, run.validation_features)
@@ -203,12 +207,12 @@ def fit(run: Run) -> Fitted:
         trainer = _trainer_class(config)(
             model=run.model, args=args, train_dataset=train_set, eval_dataset=validation_set,
             processing_class=run.tokenizer, data_collator=collator, compute_metrics=_metrics_with_loss(run.loss),
-            callbacks=[best_epoch, StopOnNonFiniteLoss(), *run.strategy.callbacks(run.model, run.plan),
-                       run.checkpoints.callback(best_epoch)],  # after best_epoch: it saves its state
+            callbacks=[*states.values(), StopOnNonFiniteLoss(), *run.strategy.callbacks(run.model, run.plan),
+                       run.checkpoints.callback(states)],  # after them: it saves their states
             optimizers=(optimizer, None),
             compute_loss_func=run.loss,
         )
-        run.checkpoints.train(trainer, best_epoch, resume_from)  # trainer.train(), or continued from a checkpoint
+        run.checkpoints.train(trainer, states, resume_from)  # trainer.train(), or continued from a checkpoint
         best_epoch.restore_best()
     seconds = time.perf_counter() - started + run.checkpoints.seconds_before
     return Fitted(trainer, n_cached, seconds, peak[0], _epoch_rows(trainer.state.log_history))
