@@ -19,8 +19,9 @@ strategies (full, freeze6: the embeddings train) `train` has none either.
 
 `--levers` measures each way to make the step faster, one at a time, against what `train` does today:
 the optimizer's implementation (for-loop, foreach, fused), the attention kernel (eager, sdpa), `torch.compile`,
-padding batches to a multiple of 8, and the compact word embeddings; then the optimizer step alone for each
-AdamW kernel, the kernels taking turns (rounds), which shows the optimizer's share without the step's noise.
+padding batches to a multiple of 8, and the compact word embeddings; and what the weights' average (`--ema`)
+adds to it. Then the optimizer step alone for each AdamW kernel and the average's update alone, taking turns
+(rounds), which shows their share of the step without the step's noise.
 Rows of one run differ by up to ~10% between identical settings on a shared 2-core VM: read a lever's row as a
 gain only beyond that. Run it alone on the machine.
 """
@@ -58,6 +59,7 @@ class Variant:
     compile: bool = False
     pad_multiple: int | None = None
     compact_embeddings: bool = True
+    ema: float = 0.0  # --ema: the weights' average updated after each optimizer step
 
 
 def variants(levers: bool) -> list[Variant]:
@@ -71,6 +73,7 @@ def variants(levers: bool) -> list[Variant]:
             replace(base, name="eager attention", attention="eager"),
             replace(base, name="pad to multiple of 8", pad_multiple=8),
             replace(base, name="no compact embeddings", compact_embeddings=False),
+            replace(base, name="weight average (--ema)", ema=0.995),
             replace(base, name="torch.compile", compile=True, pad_multiple=8)]
 
 
@@ -133,6 +136,7 @@ def measure(args, strategy_name: str, variant: Variant, features: list[dict], to
 
     from freezetune.precision import autocast
     from freezetune.training.compact_embedding import compact_word_embeddings
+    from freezetune.training.ema import WeightAverage
     from freezetune.training.run import make_optimizer
 
     model, strategy = build(args, strategy_name, variant)
@@ -143,6 +147,9 @@ def measure(args, strategy_name: str, variant: Variant, features: list[dict], to
     with compact:
         optimizer, params = make_optimizer(model, strategy, args.lr, args.precision, **OPTIMIZERS[variant.optimizer])
         forward = torch.compile(model, dynamic=True) if variant.compile else model
+        average = WeightAverage(variant.ema, params) if variant.ema else None
+        if average:
+            average.on_train_begin(None, None, None)
 
         def step(batch):
             with autocast(args.precision, args.device):
@@ -151,6 +158,8 @@ def measure(args, strategy_name: str, variant: Variant, features: list[dict], to
             torch.nn.utils.clip_grad_norm_(params, 1.0)  # the Trainer's max_grad_norm
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            if average:
+                average.on_step_end(None, None, None)
 
         for batch in tensors[: args.warmup]:
             step(batch)
@@ -178,8 +187,10 @@ def measure(args, strategy_name: str, variant: Variant, features: list[dict], to
 
 def optimizer_step_ms(args, strategy_name: str, features: list[dict], rounds: int = 20) -> dict:
     """Median ms of one AdamW step alone per kernel over the strategy's trained parameters (random gradients),
-    the kernels taking turns so that a slower or faster stretch of the machine hits them all alike."""
+    and of one update of the weights' average (--ema), taking turns so that a slower or faster stretch of the
+    machine hits them all alike."""
     from freezetune.training.compact_embedding import compact_word_embeddings
+    from freezetune.training.ema import WeightAverage
     from freezetune.training.run import make_optimizer
 
     model, strategy = build(args, strategy_name, Variant("optimizer"))
@@ -189,12 +200,16 @@ def optimizer_step_ms(args, strategy_name: str, features: list[dict], rounds: in
         params = [p for group in next(iter(optimizers.values())).param_groups for p in group["params"]]
         for p in params:
             p.grad = torch.randn_like(p)
-        times = {name: [] for name in optimizers}
+        average = WeightAverage(0.995, params)
+        average.on_train_begin(None, None, None)
+        updates = {**{name: optimizer.step for name, optimizer in optimizers.items()},
+                   "ema": lambda: average.on_step_end(None, None, None)}
+        times = {name: [] for name in updates}
         for _ in range(rounds):
-            for name, optimizer in optimizers.items():
+            for name, update in updates.items():
                 sync(args.device)
                 started = time.perf_counter()
-                optimizer.step()
+                update()
                 sync(args.device)
                 times[name].append(time.perf_counter() - started)
     return {"strategy": strategy.spec(), "trained_params": sum(p.numel() for p in params),
@@ -243,10 +258,11 @@ def markdown(result: dict) -> str:
         lines.append(f"| {r['strategy']} | {r['variant']} | {r['median_step_ms']:.1f} | {r['samples_per_second']:.1f} | "
                      f"{r['model_tflops_per_second'] * 1000:.1f} | {r['mfu']:.1%} | {r['padding_share']:.1%} |")
     if result.get("optimizer_steps"):
-        lines += ["", "The AdamW step alone, kernels taking turns (median ms over rounds, random gradients):", "",
-                  "| strategy | trained parameters | for-loop | foreach | fused |", "|---|---|---|---|---|"]
-        lines += [f"| {o['strategy']} | {o['trained_params']:,} | {o['for-loop']:.1f} | {o['foreach']:.1f} | {o['fused']:.1f} |"
-                  for o in result["optimizer_steps"]]
+        lines += ["", "The AdamW step alone per kernel, and one update of the weights' average (`--ema`), taking turns "
+                  "(median ms over rounds, random gradients):", "",
+                  "| strategy | trained parameters | for-loop | foreach | fused | average (--ema) |", "|---|---|---|---|---|---|"]
+        lines += [f"| {o['strategy']} | {o['trained_params']:,} | {o['for-loop']:.1f} | {o['foreach']:.1f} | {o['fused']:.1f} | "
+                  f"{o['ema']:.1f} |" for o in result["optimizer_steps"]]
     return "\n".join(lines) + "\n"
 
 
