@@ -106,11 +106,13 @@ def bad_inputs(tiny_bert, tiny_csv_dir, tmp_path):
         "bad metric": (train + ["--data", tiny_csv_dir, "--metric", "f1"], "argument --metric: invalid choice: 'f1'"),
         "offline model": (["train", "--model", "no-such-user/no-such-model", "--data", tiny_csv_dir], "hub is unreachable"),
         "unknown builtin model": (["train", "--model", "builtin:bert", "--data", tiny_csv_dir], "unknown builtin model"),
+        "bad rdrop": (train + ["--data", tiny_csv_dir, "--rdrop", "-0.5"], "--rdrop must be a finite number >= 0"),
+        "bad ema": (train + ["--data", tiny_csv_dir, "--ema", "1"], "--ema must be a number from 0 (off) to below 1"),
     }, tmp_path
 
 
 @pytest.mark.parametrize("case", ["missing file", "missing column", "not utf-8", "too many layers", "bad metric",
-                                  "offline model", "unknown builtin model"])
+                                  "offline model", "unknown builtin model", "bad rdrop", "bad ema"])
 def test_bad_input_is_one_line_and_exit_2(capsys, tiny_bert, tiny_csv_dir, tmp_path, case):
     cases, tmp = bad_inputs(tiny_bert, tiny_csv_dir, tmp_path / "work")
     argv, message = cases[case]

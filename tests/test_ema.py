@@ -1,4 +1,5 @@
-"""--ema: the weights' average by hand, what is evaluated and saved, training untouched, bad values refused."""
+"""--ema: the weights' average by hand, what is evaluated and saved, training untouched, bad values refused
+(on the command line: test_cli.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import torch
 from safetensors.torch import load_file
 
 from freezetune import UserError
-from freezetune.cli import main
 from freezetune.compare.grid import parse_recipe
 from freezetune.training import train
 from freezetune.training.ema import WeightAverage
@@ -82,14 +82,6 @@ def test_a_run_saves_the_average_and_trains_the_raw_weights_as_without_it(tiny_b
 def test_bad_decay_is_refused(tiny_bert, tiny_csv_dir, tmp_path, value):
     with pytest.raises(UserError, match="--ema must be a number from 0"):
         tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", ema=value)
-
-
-def test_bad_decay_on_the_command_line_is_one_line_and_exit_2(capsys, tiny_bert, tiny_csv_dir, tmp_path):
-    code = main(["train", "--model", str(tiny_bert), "--data", str(tiny_csv_dir), "--ema", "1",
-                 "--output-dir", str(tmp_path / "out")])
-    err = capsys.readouterr().err
-    assert code == 2 and err.strip().splitlines()[-1].startswith("freezetune: error: --ema must be")
-    assert "Traceback" not in err and not (tmp_path / "out").exists()
 
 
 def test_a_recipe_sets_the_average():
