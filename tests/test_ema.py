@@ -89,3 +89,32 @@ def test_a_recipe_sets_the_average():
         "ce+balanced+ema=0.998", (("loss", "ce"), ("class_weights", "balanced"), ("ema", 0.998)))
     with pytest.raises(UserError, match="recipe 'ce\\+ema=1'.*--ema|ema must be"):
         parse_recipe("ce+ema=1")
+
+
+def test_the_average_covers_exactly_what_the_optimizer_updates(tiny_bert, tiny_csv_dir, tmp_path, monkeypatch):
+    """`full` trains the compact embeddings' row parameter, which replaces the embedding in the run's parameter list
+    after the callback is built: the average must follow it, or the embeddings would be evaluated raw."""
+    checked = []
+    real_step_end = WeightAverage.on_step_end
+
+    def spy(self, args, state, control, optimizer=None, **kwargs):
+        updated = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        checked.append(updated == {id(p) for p in self.params} and len(self.average) == len(self.params))
+        return real_step_end(self, args, state, control, optimizer=optimizer, **kwargs)
+
+    monkeypatch.setattr(WeightAverage, "on_step_end", spy)
+    train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", strategy="full", ema=0.9, epochs=1))
+    assert checked and all(checked)
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["cached_layers"] == 0
+
+
+def test_the_report_says_where_the_average_holds():
+    from types import SimpleNamespace
+
+    from freezetune.compare.report import _recipe_text
+
+    study = SimpleNamespace(recipes=[], loss="ce", class_weights="balanced", rdrop=0.0, ema=0.995)
+    assert _recipe_text(study) == "loss ce, class weights balanced, weights averaged (EMA 0.995)"
+    with_recipes = SimpleNamespace(**{**vars(study), "recipes": ["ce", "ce+ema=0.99"]})
+    assert _recipe_text(with_recipes).endswith("weights averaged (EMA 0.995) where a recipe does not set it")
+    assert "EMA" not in _recipe_text(SimpleNamespace(**{**vars(study), "ema": 0.0}))

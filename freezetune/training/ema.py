@@ -10,12 +10,15 @@ so the first step's weights start it (not the untrained start) and about the las
 most weight: at DECAY 0.995, a 3-epoch run on inews (327 steps an epoch) has 80% of its average at epoch 3's end
 on epoch 3's steps. Late in training the weights wander around a minimum as the learning rate falls; their
 average tends to lie nearer its flat centre, which generalises better than any one point of the path (Polyak
-averaging; Izmailov et al. 2018 for SWA). A fixed warm-up cap such as timm's min(DECAY, (1 + t) / (10 + t))
-would instead hold the window to about the last t / 9 steps for the whole of a run this short.
+averaging; Izmailov et al. 2018 for SWA). A fixed warm-up cap such as min(DECAY, (1 + t) / (10 + t)) (TensorFlow's
+ExponentialMovingAverage with num_updates) would instead hold the window to about the last t / 9 steps for the
+whole of a run this short.
 
 The average is what each epoch's evaluation measures, so the best epoch is chosen, kept and saved as the
 average; training itself steps the raw weights as usual. Only the optimized parameters are averaged (a frozen
-one would average to itself). It costs one copy of them in memory and one fused lerp per step.
+one would average to itself). It costs one copy of them in memory (two while an epoch is evaluated: the raw
+weights wait in the second) and one fused lerp per step. With fp16, a step the GradScaler skips (an overflow) is
+averaged too: its unchanged weights count once more.
 """
 
 from __future__ import annotations
@@ -66,4 +69,4 @@ class WeightAverage(TrainerCallback):
 
     def load_state_dict(self, state: dict) -> None:
         self.updates = state["updates"]
-        self.average = [saved.to(param.device) for saved, param in zip(state["average"], self.params)]
+        self.average = [saved.to(param.device) for saved, param in zip(state["average"], self.params, strict=True)]

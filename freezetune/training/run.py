@@ -284,7 +284,7 @@ class BestEpochCallback(TrainerCallback):
 
     def load_state_dict(self, state: dict) -> None:
         self.best_score, self.stale = state["best_score"], state["stale"]
-        self.snapshot = [saved.to(param.device) for saved, param in zip(state["snapshot"], self.params)]
+        self.snapshot = [saved.to(param.device) for saved, param in zip(state["snapshot"], self.params, strict=True)]
 
 
 class StopOnNonFiniteLoss(TrainerCallback):
