@@ -191,24 +191,24 @@ def field_defaults(dataclass_type) -> dict:
 
 def rdrop_alpha(value, name: str = "--rdrop") -> float:
     """R-Drop's weight: a finite number >= 0 (0 = off). `name`: what the user wrote it as, for the message."""
-    try:
-        alpha = float(value)
-    except (TypeError, ValueError):
-        alpha = math.nan
-    if isinstance(value, bool) or not (math.isfinite(alpha) and alpha >= 0):
-        raise UserError(f"{name} must be a finite number >= 0 (0 = off; 1 to 5 are usual), got {value!r}")
-    return alpha
+    return _number(value, name, lambda alpha: math.isfinite(alpha) and alpha >= 0,
+                   "a finite number >= 0 (0 = off; 1 to 5 are usual)")
 
 
 def ema_decay(value, name: str = "--ema") -> float:
     """The weight average's decay: a number in [0, 1) (0 = off). `name`: what the user wrote it as."""
+    return _number(value, name, lambda decay: 0 <= decay < 1, "a number from 0 (off) to below 1 (0.99 to 0.999 are usual)")
+
+
+def _number(value, name: str, valid, expected: str) -> float:
+    """`value` as a float where `valid(float)`, else a one-line UserError saying `name` must be `expected`."""
     try:
-        decay = float(value)
+        number = float(value)
     except (TypeError, ValueError):
-        decay = math.nan
-    if isinstance(value, bool) or not 0 <= decay < 1:
-        raise UserError(f"{name} must be a number from 0 (off) to below 1 (0.99 to 0.999 are usual), got {value!r}")
-    return decay
+        number = math.nan  # not valid for either validator
+    if isinstance(value, bool) or not valid(number):
+        raise UserError(f"{name} must be {expected}, got {value!r}")
+    return number
 
 
 def _learning_rate(value) -> float | str:

@@ -41,8 +41,8 @@ from ..precision import device_type, resolve_precision
 from ..results import RunResult, rounded_probabilities
 from ..strategies import Strategy, TrainPlan, frozen_prefix, parameter_counts, parse_strategy, prepare as prepare_strategy
 from .compact_embedding import compact_word_embeddings
-from .ema import WeightAverage
 from .distributed import output_lock_on_main, refuse_unfollowable, world_size
+from .ema import WeightAverage
 from .prefix_cache import CachedPrefixDataset, collate_cached, encode_prefix, top_only
 from .resume import Checkpoints, data_fingerprint
 
