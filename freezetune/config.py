@@ -77,6 +77,12 @@ class TrainOptions:
     ema: float = option(0.0, "evaluate, keep and save an exponential moving average of the trained weights, updated "
                         "after every step with this decay (0.99 to 0.999 usual; about 1 / (1 - EMA) steps are "
                         "averaged); 0 = off")
+    distill_from: list[str] = option([], "knowledge distillation: saved models (`freezetune train` output folders on "
+                                     "this data, e.g. a seed ensemble's runs) whose averaged predicted probabilities "
+                                     "on the training texts become soft targets; the training loss is (1 - W) x "
+                                     "--loss on the labels + W x KL(teachers || model), W = --distill-weight")
+    distill_weight: float = option(0.5, "with --distill-from: W, the soft targets' share of the training loss "
+                                   "(0 < W <= 1; 1 = the teachers' probabilities only)")
     early_stopping: int | None = option(None, "stop after this many epochs without improvement of --metric")
     validation_fraction: float = option(0.1, "share of train held out (stratified, seeded) when the data has "
                                         "no validation split")
@@ -100,6 +106,9 @@ class TrainOptions:
         self.lr = _learning_rate(self.lr)
         self.rdrop = rdrop_alpha(self.rdrop)
         self.ema = ema_decay(self.ema)
+        self.distill_from = [self.distill_from] if isinstance(self.distill_from, str) else list(self.distill_from or [])
+        self.distill_weight = _number(self.distill_weight, "--distill-weight", lambda w: 0 < w <= 1,
+                                      "a number above 0 and at most 1 (0.5 is usual)")
         if not 0 < float(self.validation_fraction) < 1:
             raise UserError(f"--validation-fraction must be between 0 and 1, got {self.validation_fraction}")
         _one_of(self, "metric", SelectionMetric)
@@ -124,6 +133,11 @@ class TrainOptions:
     def folds_into_classifier(self) -> bool:
         """Whether something fitted on validation (a temperature, offsets) is folded into the final linear layer."""
         return self.fits_temperature or self.fits_offsets
+
+    @property
+    def inputs(self) -> dict[str, str | list[str]]:
+        """What the run reads, by flag: an output folder must not hold any of them (see outputs.check_not_input)."""
+        return {"--model": self.model, "--data": self.data, "--distill-from": self.distill_from}
 
     def shared(self) -> dict:
         """The values of the `TrainOptions` fields (what a study passes to each of its runs)."""

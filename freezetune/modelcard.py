@@ -86,7 +86,9 @@ def model_facts(metrics: dict, run_config: dict) -> dict:
         "best_epoch": metrics.get("best_epoch"),
         "selection_metric": metrics.get("selection_metric"),
         "hyperparameters": {k: v for k, v in run_config.items()
-                            if k not in _NOT_HYPERPARAMETERS and (v is None or isinstance(v, (int, float, str, bool)))},
+                            if k not in _NOT_HYPERPARAMETERS and (v is None or isinstance(v, (int, float, str, bool)))
+                            and (k != "distill_weight" or run_config.get("distill_from"))},  # a weight of nothing
+        "teachers": [_display_name(t) for t in run_config.get("distill_from") or []],
         "validation": _split_results(metrics.get("validation")),
         "evaluation": evaluation,
     }
@@ -177,6 +179,10 @@ def _training_section(facts: dict) -> list[str]:
     if facts["best_epoch"] is not None:
         lines.append(f"- Best epoch {facts['best_epoch']}, chosen by validation {md(facts['selection_metric'])}; "
                      f"matmul precision {md(facts['training_precision'])}.")
+    if facts["teachers"]:
+        lines.append(f"- Distilled from {len(facts['teachers'])} model(s), whose averaged probabilities on the training "
+                     f"texts were soft targets (weight {md(facts['hyperparameters'].get('distill_weight'))}): "
+                     + ", ".join(md(t) for t in facts["teachers"]) + ".")
     if facts["max_length"]:
         lines.append(f"- Texts are truncated to their first {facts['max_length']} tokens, in training and prediction.")
     if facts["hyperparameters"]:

@@ -58,15 +58,16 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool, flag: str = "--ou
     return check_writable(out, flag)
 
 
-def check_not_input(output: str | os.PathLike, inputs: dict[str, str | os.PathLike | None],
+def check_not_input(output: str | os.PathLike, inputs: dict[str, str | os.PathLike | list | None],
                     flag: str = "--output-dir") -> None:
-    """Refuse an output that is one of the `inputs` ({flag: value}) or a folder holding one.
+    """Refuse an output that is one of the `inputs` ({flag: value or list of values}) or a folder holding one.
 
     Writing such an output (with --overwrite) would delete the input it is computed from. Inputs that are
     not local paths (hub ids, `builtin:...`) are skipped; symlinks are followed.
     """
     out = Path(output).expanduser().resolve()
-    for input_flag, value in inputs.items():
+    pairs = [(name, v) for name, values in inputs.items() for v in (values if isinstance(values, list) else [values])]
+    for input_flag, value in pairs:
         source = Path(value).expanduser() if value else None
         if source is None or not source.exists():
             continue

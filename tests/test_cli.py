@@ -108,11 +108,15 @@ def bad_inputs(tiny_bert, tiny_csv_dir, tmp_path):
         "unknown builtin model": (["train", "--model", "builtin:bert", "--data", tiny_csv_dir], "unknown builtin model"),
         "bad rdrop": (train + ["--data", tiny_csv_dir, "--rdrop", "-0.5"], "--rdrop must be a finite number >= 0"),
         "bad ema": (train + ["--data", tiny_csv_dir, "--ema", "1"], "--ema must be a number from 0 (off) to below 1"),
+        "missing teacher": (train + ["--data", tiny_csv_dir, "--distill-from", tmp_path / "nope"], "is not a folder"),
+        "bad distill weight": (train + ["--data", tiny_csv_dir, "--distill-weight", "0"],
+                               "--distill-weight must be a number above 0 and at most 1"),
     }, tmp_path
 
 
 @pytest.mark.parametrize("case", ["missing file", "missing column", "not utf-8", "too many layers", "bad metric",
-                                  "offline model", "unknown builtin model", "bad rdrop", "bad ema"])
+                                  "offline model", "unknown builtin model", "bad rdrop", "bad ema", "missing teacher",
+                                  "bad distill weight"])
 def test_bad_input_is_one_line_and_exit_2(capsys, tiny_bert, tiny_csv_dir, tmp_path, case):
     cases, tmp = bad_inputs(tiny_bert, tiny_csv_dir, tmp_path / "work")
     argv, message = cases[case]

@@ -113,7 +113,8 @@ def test_the_report_says_where_the_average_holds():
 
     from freezetune.compare.report import _recipe_text
 
-    study = SimpleNamespace(recipes=[], loss="ce", class_weights="balanced", rdrop=0.0, ema=0.995)
+    study = SimpleNamespace(recipes=[], loss="ce", class_weights="balanced", rdrop=0.0, ema=0.995, distill_from=[],
+                            distill_weight=0.5)
     assert _recipe_text(study) == "loss ce, class weights balanced, weights averaged (EMA 0.995)"
     with_recipes = SimpleNamespace(**{**vars(study), "recipes": ["ce", "ce+ema=0.99"]})
     assert _recipe_text(with_recipes).endswith("weights averaged (EMA 0.995) where a recipe does not set it")

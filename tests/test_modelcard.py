@@ -78,6 +78,21 @@ def test_hub_model_and_dataset_go_to_the_header_local_paths_do_not(tmp_path):
     assert str(tmp_path) not in body and "No metrics.json" in body
 
 
+def test_a_distilled_model_names_its_teachers_and_weight_and_others_show_no_weight(tmp_path):
+    teachers = [tmp_path / "home" / "me" / f"seed{i}" for i in (0, 1)]
+    for teacher in teachers:
+        teacher.mkdir(parents=True)
+    write_model_card(tmp_path, fake_metrics(LABELS), {**BUILTIN_RUN, "distill_from": [str(t) for t in teachers],
+                                                      "distill_weight": 0.8})
+    _, body = read_card(tmp_path)
+    assert "Distilled from 2 model(s), whose averaged probabilities on the training texts were soft targets " \
+           "(weight 0.8): seed0, seed1." in body
+    assert "| `distill_weight` | 0.8 |" in body and str(tmp_path) not in body
+    write_model_card(tmp_path, fake_metrics(LABELS), {**BUILTIN_RUN, "distill_from": [], "distill_weight": 0.5})
+    _, body = read_card(tmp_path)
+    assert "Distilled" not in body and "distill_weight" not in body
+
+
 def test_label_names_cannot_inject_markdown_or_html(tmp_path):
     labels = ["<script>alert(1)</script>", "a|b", "*bold* _x_", "[click](http://evil.example)", "`code`", "line\nbreak"]
     write_model_card(tmp_path, fake_metrics(labels), {**BUILTIN_RUN, "data": "<img src=x onerror=alert(1)>"})

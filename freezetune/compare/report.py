@@ -91,6 +91,9 @@ def _recipe_text(options) -> str:
         handling += f", R-Drop alpha {options.rdrop:g}{where}"
     if options.ema:
         handling += f", weights averaged (EMA {options.ema:g}){where}"
+    if options.distill_from:
+        handling += (f", distilled from {len(options.distill_from)} model(s) ({', '.join(options.distill_from)}) with "
+                     f"weight {options.distill_weight:g}")
     return handling
 
 

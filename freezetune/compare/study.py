@@ -104,7 +104,7 @@ def _check_output_location(options: CompareOptions) -> Path:
     """The study folder, if it can be written and would not swallow the model or the data."""
     if not options.output_dir:
         raise UserError("compare needs --output-dir (or output_dir in the --config file)")
-    check_not_input(options.output_dir, {"--model": options.model, "--data": options.data})
+    check_not_input(options.output_dir, options.inputs)
     return check_writable(options.output_dir)
 
 

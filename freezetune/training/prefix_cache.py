@@ -20,6 +20,9 @@ from torch import nn
 from ..models.layers import encoder_layers, layer_stack
 from ..precision import autocast
 
+TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+"""What the tokenizer gives an example; the other keys of a training example are for the loss."""
+
 
 class _PassThroughEmbeddings(nn.Module):
     """Stands in for the embeddings: the 'embedding' of a cached example is its layer-N hidden states."""
@@ -71,7 +74,7 @@ def encode_prefix(model: nn.Module, features: list[dict], n: int, batch_size: in
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             width = max(len(features[i]["input_ids"]) for i in idx)
-            batch = {key: torch.zeros(len(idx), width, dtype=torch.long) for key in features[idx[0]] if key != "labels"}
+            batch = {key: torch.zeros(len(idx), width, dtype=torch.long) for key in TOKEN_KEYS if key in features[idx[0]]}
             for row, i in enumerate(idx):
                 for key in batch:
                     values = features[i][key]
@@ -86,7 +89,8 @@ def encode_prefix(model: nn.Module, features: list[dict], n: int, batch_size: in
 
 
 class CachedPrefixDataset(torch.utils.data.Dataset):
-    """Examples as cached layer-N states; `input_ids` stays so the Trainer's length grouping still works."""
+    """Examples as cached layer-N states; `input_ids` stays so the Trainer's length grouping still works, and what
+    the loss reads (`labels`, distillation's soft targets) passes through."""
 
     def __init__(self, features: list[dict], states: list[torch.Tensor]):
         self.features, self.states = features, states
@@ -95,7 +99,9 @@ class CachedPrefixDataset(torch.utils.data.Dataset):
         return len(self.features)
 
     def __getitem__(self, i):
-        return {"input_ids": self.features[i]["input_ids"], "inputs_embeds": self.states[i], "labels": self.features[i]["labels"]}
+        feature = self.features[i]
+        targets = {key: value for key, value in feature.items() if key not in TOKEN_KEYS}
+        return {"input_ids": feature["input_ids"], "inputs_embeds": self.states[i], **targets}
 
 
 def collate_cached(examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -108,4 +114,6 @@ def collate_cached(examples: list[dict]) -> dict[str, torch.Tensor]:
         length = len(example["inputs_embeds"])
         embeds[row, :length] = example["inputs_embeds"]
         mask[row, :length] = 1
-    return {"inputs_embeds": embeds, "attention_mask": mask, "labels": torch.tensor([e["labels"] for e in examples])}
+    # The rest (labels; soft targets): one value or row per example, stacked (ints to int64, floats to float32).
+    targets = {key: torch.tensor([e[key] for e in examples]) for key in examples[0] if key not in ("input_ids", "inputs_embeds")}
+    return {"inputs_embeds": embeds, "attention_mask": mask, **targets}

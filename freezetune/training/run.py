@@ -17,6 +17,7 @@ import math
 import shutil
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +42,11 @@ from ..precision import device_type, resolve_precision
 from ..results import RunResult, rounded_probabilities
 from ..strategies import Strategy, TrainPlan, frozen_prefix, parameter_counts, parse_strategy, prepare as prepare_strategy
 from .compact_embedding import compact_word_embeddings
+from .distill import DistillTrainer, add_soft_targets, check_teachers
 from .distributed import output_lock_on_main, refuse_unfollowable, world_size
 from .ema import WeightAverage
 from .prefix_cache import CachedPrefixDataset, collate_cached, encode_prefix, top_only
+from .rdrop import RDropTrainer
 from .resume import Checkpoints, data_fingerprint
 
 METRICS_FILE, RUN_CONFIG_FILE, LOG_FILE = "metrics.json", "run_config.json", "train.log"
@@ -101,7 +104,7 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
         from .lr_search import train_with_lr_search
 
         return train_with_lr_search(config, splits)
-    check_not_input(config.output_dir, {"--model": config.model, "--data": config.data})
+    check_not_input(config.output_dir, config.inputs)
     # The lock: a second run into the same folder is refused, naming this one. Scratch space for a strategy's
     # extra files; a killed run's is removed by the next run. The checkpoints for --resume live beside OUT.
     # Under torchrun / accelerate only the main process, the one that writes, holds the lock.
@@ -127,6 +130,7 @@ def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
     if splits is None:
         splits = load_splits(config.data, config.text_column, config.label_column, config.seed, config.validation_fraction)
     strategy = parse_strategy(config.strategy)
+    check_teachers(config.distill_from, splits.label_names)
     set_seed(config.seed)  # before the model is built: the new head's initial weights depend on it
     tokenizer = load_tokenizer(config.model)
     model = load_classifier(config.model, splits.label_names, init=config.init)
@@ -134,6 +138,8 @@ def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
     if config.folds_into_classifier:
         check_foldable(model, offsets=config.fits_offsets)  # a head we cannot fold into fails now, not after training
     train_features = tokenize_frame(tokenizer, splits.train, config.max_length)
+    if config.distill_from:
+        add_soft_targets(train_features, splits.train[TEXT].tolist(), config.distill_from, precision, config.eval_batch_size)
     plan = TrainPlan(epochs=config.epochs, steps_per_epoch=math.ceil(len(train_features) / config.batch_size))
     params = prepare_strategy(strategy, model, plan)
     refuse_unfollowable(strategy.spec(), strategy.later_trainable(model))  # several processes: no unfreezing mid-run
@@ -152,7 +158,8 @@ def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
     run.say(f"model {describe_model(config.model, config.init)}, strategy {strategy.spec()}: {counts['trainable_params']:,} trainable of "
             f"{counts['total_params']:,} parameters ({counts['trainable_params'] / counts['total_params']:.1%}); "
             f"lr {config.lr:g}; precision {precision}" + (f"; R-Drop alpha {config.rdrop:g}" if config.rdrop else "")
-            + (f"; weights averaged (EMA {config.ema:g})" if config.ema else ""))
+            + (f"; weights averaged (EMA {config.ema:g})" if config.ema else "")
+            + (f"; distilled from {len(config.distill_from)} model(s) (weight {config.distill_weight:g})" if config.distill_from else ""))
     if world_size() > 1:  # torchrun / accelerate: only the main process speaks, so it says for all
         run.say(f"training on {world_size()} processes: global batch {world_size() * config.batch_size}")
     if run.loss_weights is not None:
@@ -219,14 +226,21 @@ def fit(run: Run) -> Fitted:
 
 
 def _trainer_class(config: TrainConfig):
-    """The HF Trainer, or with --rdrop the same Trainer with R-Drop's training loss."""
-    if not config.rdrop:
+    """The HF Trainer, or with --rdrop / --distill-from the same Trainer with their training loss.
+
+    Both together: R-Drop's Trainer comes first in the class order, so it doubles every row (soft targets too)
+    and adds its KL to the loss that distillation computes over the doubled batch.
+    """
+    extras = []  # (a Trainer subclass, its keyword arguments)
+    if config.rdrop:
+        extras.append((RDropTrainer, {"rdrop_alpha": config.rdrop}))
+    if config.distill_from:
+        extras.append((DistillTrainer, {"distill_weight": config.distill_weight}))
+    if not extras:
         return Trainer
-    from functools import partial
-
-    from .rdrop import RDropTrainer
-
-    return partial(RDropTrainer, rdrop_alpha=config.rdrop)
+    classes = tuple(cls for cls, _ in extras)
+    trainer = classes[0] if len(classes) == 1 else type("RDropDistillTrainer", classes, {})
+    return partial(trainer, **{key: value for _, kwargs in extras for key, value in kwargs.items()})
 
 
 def _optimizer(run: Run) -> torch.optim.Optimizer:

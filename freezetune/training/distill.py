@@ -1,0 +1,111 @@
+"""Knowledge distillation (`--distill-from DIR [DIR ...]`): train one model to predict like saved ones.
+
+A seed ensemble is a better classifier than any of its members, but it costs its size at every prediction.
+Distillation (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network") moves most of that gain into
+one model: the teachers' averaged probabilities on the training texts become soft targets, and the loss is
+
+    (1 - W) x the run's loss on the labels (--loss, --class-weights)  +  W x KL(teachers || model)
+
+per training row, with W = --distill-weight. The soft targets say what the labels cannot: which neutral headline
+is nearly positive. The teachers' probabilities are what `predict --model DIR ...` gives for them (their
+temperature and decision offsets included), computed once before training, in eval mode; the KL term uses them
+as they are (no distillation temperature: a freezetune model's probabilities are already calibrated). Only
+training rows carry soft targets: validation (the best epoch, the fitted temperature and offsets) and every
+reported loss stay on the labels alone.
+
+The soft targets travel with each training example as `teacher_probs` and are taken out of the batch before the
+model sees it; they work on every fast path (prefix cache, compact embeddings) and with R-Drop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from transformers import Trainer
+
+from ..ensemble import average_probabilities
+from ..errors import UserError
+
+SOFT_TARGETS = "teacher_probs"
+"""The key of a training example's soft targets: (classes,) probabilities."""
+
+
+def check_teachers(teachers: Sequence[str], label_names: Sequence[str]) -> None:
+    """Each teacher is a model folder trained on these labels in this order (its config only: no weights load)."""
+    from ..models import load_config
+
+    for teacher in teachers:
+        if not Path(teacher).expanduser().is_dir():
+            raise UserError(f"--distill-from {teacher} is not a folder: pass the output folders of `freezetune train` "
+                            "runs on this data")
+        config = load_config(str(Path(teacher).expanduser()))
+        labels = [config.id2label[i] for i in range(config.num_labels)] if getattr(config, "id2label", None) else []
+        if labels != list(label_names):
+            raise UserError(f"--distill-from {teacher} predicts the labels {', '.join(map(str, labels)) or '(none)'} but "
+                            f"the data has {', '.join(label_names)}: a teacher must be trained on the same labels, in "
+                            "the same order (a `freezetune train` output folder for this data)")
+
+
+_memo: dict[tuple, np.ndarray] = {}
+"""Soft targets already computed in this process: a study's runs share the teachers and the training texts."""
+
+
+def teacher_probabilities(teachers: Sequence[str], texts: list[str], precision: str, batch_size: int) -> np.ndarray:
+    """(texts, classes): the mean of the teachers' predicted probabilities, each teacher loaded in turn."""
+    from ..predict import Predictor
+
+    key = (tuple(_fingerprint(t) for t in teachers), precision, batch_size,
+           hashlib.sha256("\n".join(texts).encode()).hexdigest())
+    if key not in _memo:
+        members = []
+        for teacher in teachers:
+            members.append(Predictor(teacher, batch_size, precision=precision).probabilities(texts))
+        _memo.clear()  # one set of targets at a time: a study has one
+        _memo[key] = average_probabilities(members).astype(np.float32)
+    return _memo[key]
+
+
+def add_soft_targets(features: list[dict], texts: list[str], teachers: Sequence[str], precision: str,
+                     batch_size: int) -> None:
+    """Give each tokenized training example (of `texts`, in order) the teachers' probabilities for its text."""
+    soft = teacher_probabilities(teachers, texts, precision, batch_size)
+    for feature, targets in zip(features, soft.tolist(), strict=True):
+        feature[SOFT_TARGETS] = targets
+
+
+def _fingerprint(teacher: str) -> tuple:
+    """A teacher folder's identity for the memo: its path and its weights' size and modification time."""
+    path = Path(teacher).expanduser().resolve()
+    stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(path.glob("*.safetensors"))]
+    return str(path), tuple(stats)
+
+
+def distillation_kl(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """KL(targets || softmax(logits)) per row, in float32 at least (a target of exactly 0 contributes 0)."""
+    log_q = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    return F.kl_div(log_q, targets.to(log_q.dtype), reduction="none").sum(-1)
+
+
+class DistillTrainer(Trainer):
+    """A Trainer whose training loss mixes the run's loss with the KL to the teachers' soft targets."""
+
+    def __init__(self, *args, distill_weight: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.distill_weight = distill_weight
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if SOFT_TARGETS not in inputs:  # evaluation: validation rows have labels only
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs = dict(inputs)
+        targets = inputs.pop(SOFT_TARGETS)  # (rows, classes)
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        kl = distillation_kl(outputs["logits"], targets)
+        # Normalised like the loss: over the rows the Trainer counts (whole accumulation window), else this batch's.
+        kl = kl.mean() if num_items_in_batch is None else kl.sum() / num_items_in_batch
+        loss = (1 - self.distill_weight) * loss + self.distill_weight * kl
+        return (loss, outputs) if return_outputs else loss

@@ -1,0 +1,141 @@
+"""Distillation (--distill-from): its loss by hand, the soft targets each row trains with, and bad teachers refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+from transformers import AutoModelForSequenceClassification, TrainingArguments
+
+from freezetune import UserError
+from freezetune.data import LABEL, TEXT, load_splits
+from freezetune.predict import Predictor
+from freezetune.training import distill, train
+from freezetune.training.distill import SOFT_TARGETS, DistillTrainer, distillation_kl, teacher_probabilities
+from freezetune.training.rdrop import symmetric_kl
+from freezetune.training.run import _trainer_class
+
+from .conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def teachers(tiny_bert, tiny_csv_dir, tmp_path_factory):
+    """Two tiny models trained on the tiny data with different seeds (a seed ensemble)."""
+    folder = tmp_path_factory.mktemp("teachers")
+    for seed in (0, 1):
+        train(tiny_config(tiny_bert, tiny_csv_dir, folder / f"seed{seed}", seed=seed, epochs=2))
+    return [str(folder / f"seed{seed}") for seed in (0, 1)]
+
+
+def test_kl_by_hand_and_a_zero_target():
+    logits, targets = torch.randn(4, 3), torch.tensor([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0], [0.1, 0.1, 0.8], [1 / 3] * 3])
+    q, p = F.softmax(logits, -1).numpy(), targets.numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = np.nansum(np.where(p > 0, p * np.log(p / q), 0.0), axis=-1)
+    np.testing.assert_allclose(distillation_kl(logits, targets).numpy(), expected, rtol=1e-5)
+    own = targets.clamp_min(1e-30).log()  # the targets as logits (finite: a model's logits always are)
+    assert torch.all(distillation_kl(own, targets).abs() < 1e-6)  # its own distribution: no divergence
+
+
+def _trainer(tiny_bert, tmp_path, cls=DistillTrainer, **kwargs):
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=3)
+    args = TrainingArguments(output_dir=str(tmp_path / "t"), use_cpu=True, report_to=[])
+    return model, cls(model=model, args=args, **kwargs)
+
+
+IDS = torch.tensor([[2, 7, 9, 11, 3], [2, 8, 3, 0, 0], [2, 12, 10, 9, 3]])
+BATCH = {"input_ids": IDS, "attention_mask": (IDS != 0).long(), "labels": torch.tensor([0, 2, 1]),
+         SOFT_TARGETS: torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.4, 0.3]])}
+
+
+def test_training_loss_mixes_the_labels_loss_and_the_kl_to_the_teachers(tiny_bert, tmp_path):
+    model, trainer = _trainer(tiny_bert, tmp_path, distill_weight=0.3)
+    model.eval()  # no dropout: the hand computation sees the same logits
+    got = trainer.compute_loss(model, dict(BATCH))
+    logits = model(input_ids=IDS, attention_mask=BATCH["attention_mask"]).logits
+    expected = 0.7 * F.cross_entropy(logits, BATCH["labels"]) + 0.3 * distillation_kl(logits, BATCH[SOFT_TARGETS]).mean()
+    torch.testing.assert_close(got, expected)
+    # Without soft targets (validation rows) the loss is the labels' alone.
+    plain = {k: v for k, v in BATCH.items() if k != SOFT_TARGETS}
+    torch.testing.assert_close(trainer.compute_loss(model, plain), F.cross_entropy(logits, BATCH["labels"]))
+
+
+def test_with_rdrop_both_copies_distil_and_rdrop_adds_its_kl(tiny_bert, tiny_csv_dir, tmp_path):
+    config = tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", rdrop=2.0, distill_from=[str(tmp_path)],
+                         distill_weight=0.4)
+    model, trainer = _trainer(tiny_bert, tmp_path, cls=_trainer_class(config))
+    model.train()  # dropout on: the two copies of a row differ
+    torch.manual_seed(1)
+    got = trainer.compute_loss(model, dict(BATCH))
+    torch.manual_seed(1)
+    twice = {k: torch.cat([v, v]) for k, v in BATCH.items()}
+    logits = model(input_ids=twice["input_ids"], attention_mask=twice["attention_mask"]).logits
+    mixed = 0.6 * F.cross_entropy(logits, twice["labels"]) + 0.4 * distillation_kl(logits, twice[SOFT_TARGETS]).mean()
+    torch.testing.assert_close(got, mixed + 1.0 * symmetric_kl(*logits.chunk(2)).mean())
+
+
+@pytest.mark.parametrize("strategy", ["full", "freeze1"], ids=["tokens", "cached prefix"])
+def test_each_row_trains_with_its_own_teachers_probabilities(tiny_bert, tiny_csv_dir, tmp_path, teachers, monkeypatch,
+                                                              strategy):
+    seen = []
+    real = DistillTrainer.compute_loss
+    def spy(self, model, inputs, *args, **kwargs):
+        if SOFT_TARGETS in inputs:
+            seen.extend(zip(inputs["labels"].tolist(), map(tuple, inputs[SOFT_TARGETS].tolist())))
+        return real(self, model, inputs, *args, **kwargs)
+    monkeypatch.setattr(DistillTrainer, "compute_loss", spy)
+    config = tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", strategy=strategy, epochs=1, distill_from=teachers,
+                         distill_weight=1.0)
+    metrics = train(config)
+
+    splits = load_splits(config.data, config.text_column, config.label_column, config.seed, config.validation_fraction)
+    texts = splits.train[TEXT].tolist()
+    expected = np.mean([Predictor(t, precision="fp32").probabilities(texts) for t in teachers], axis=0)
+    # Every training row once in the epoch, paired with its own label: the soft targets never leave their row.
+    assert sorted(seen) == pytest.approx(sorted(zip(splits.train[LABEL].tolist(), map(tuple, expected.tolist()))))
+    assert json.loads((tmp_path / "out" / "run_config.json").read_text())["distill_from"] == teachers
+    assert any("distilled from 2 model(s) (weight 1)" in line for line in (tmp_path / "out" / "train.log").read_text().splitlines())
+    assert metrics["epochs"][0]["train_loss"] > 0
+
+
+def test_teachers_are_computed_once_for_the_runs_of_a_study(teachers, monkeypatch):
+    made = []
+    real = Predictor.__init__
+    monkeypatch.setattr(Predictor, "__init__", lambda self, *a, **k: made.append(a[0]) or real(self, *a, **k))
+    monkeypatch.setattr(distill, "_memo", {})
+    first = teacher_probabilities(teachers, ["好棒", "差烂"], "fp32", 8)
+    again = teacher_probabilities(teachers, ["好棒", "差烂"], "fp32", 8)
+    assert made == teachers and again is first
+    teacher_probabilities(teachers, ["好棒"], "fp32", 8)  # other texts: computed again
+    assert made == teachers * 2
+
+
+def test_bad_teachers_and_weights_are_refused_before_training(tiny_bert, tiny_csv_dir, tmp_path, teachers):
+    for value in (0, 1.5, float("nan")):
+        with pytest.raises(UserError, match="--distill-weight must be a number above 0 and at most 1"):
+            tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", distill_weight=value)
+    with pytest.raises(UserError, match="is not a folder"):
+        train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", distill_from=[str(tmp_path / "nope")]))
+    # The bare encoder has no head trained on these labels.
+    with pytest.raises(UserError, match="predicts the labels LABEL_0, LABEL_1 but the data has"):
+        train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", distill_from=[teachers[0], str(tiny_bert)]))
+    # An output folder holding a teacher would destroy it.
+    with pytest.raises(UserError, match="contains the input --distill-from"):
+        train(tiny_config(tiny_bert, tiny_csv_dir, Path(teachers[0]).parent, overwrite=True, distill_from=teachers))
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_report_names_the_teachers():
+    from types import SimpleNamespace
+
+    from freezetune.compare.report import _recipe_text
+
+    study = SimpleNamespace(recipes=[], loss="ce", class_weights="balanced", rdrop=0.0, ema=0.0,
+                            distill_from=["runs/a/seed0", "runs/a/seed1"], distill_weight=0.8)
+    assert _recipe_text(study).endswith("distilled from 2 model(s) (runs/a/seed0, runs/a/seed1) with weight 0.8")
+    assert "distilled" not in _recipe_text(SimpleNamespace(**{**vars(study), "distill_from": []}))
