@@ -139,3 +139,19 @@ def test_the_report_names_the_teachers():
                             distill_from=["runs/a/seed0", "runs/a/seed1"], distill_weight=0.8)
     assert _recipe_text(study).endswith("distilled from 2 model(s) (runs/a/seed0, runs/a/seed1) with weight 0.8")
     assert "distilled" not in _recipe_text(SimpleNamespace(**{**vars(study), "distill_from": []}))
+
+
+def test_a_teacher_may_be_another_model(tiny_bert, tiny_csv_dir, tmp_path):
+    """A teacher of another architecture (and max length): its own folder's tokenizer and settings predict."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    other = tmp_path / "other_base"
+    BertTokenizer(str(tiny_bert / "vocab.txt")).save_pretrained(other)
+    torch.manual_seed(1)
+    BertModel(BertConfig(vocab_size=BertTokenizer(str(tiny_bert / "vocab.txt")).vocab_size, hidden_size=16,
+                         num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                         max_position_embeddings=64)).save_pretrained(other)
+    train(tiny_config(other, tiny_csv_dir, tmp_path / "teacher", strategy="full", max_length=8, epochs=1))
+    student = train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "student", epochs=1,
+                                distill_from=[str(tmp_path / "teacher")]))
+    assert student["epochs"][0]["train_loss"] > 0 and (tmp_path / "student" / "model.safetensors").is_file()
