@@ -40,12 +40,12 @@ def main() -> None:
     common = sorted(set(reference) & set(other))
     if not common:
         raise SystemExit(f"no run of {args.reference} is also in {args.other}")
-    ours, theirs = np.stack([other[r] for r in common]), np.stack([reference[r] for r in common])
+    a, b = np.stack([reference[r] for r in common]), np.stack([other[r] for r in common])  # (runs, rows)
     print(f"{args.other.name} against {args.reference.name} on {split} ({len(labels)} rows), runs: {', '.join(common)}")
     for metric in ("macro_f1", "accuracy"):
-        delta, p = paired_bootstrap(labels, theirs, ours, metric)
+        delta, p = paired_bootstrap(labels, a, b, metric)
         print(f"{metric}: {delta * 100:+.2f} points of the seed mean, paired bootstrap p = {p:.3f}")
-    print("McNemar per run: " + ", ".join(f"{r} p = {mcnemar_exact(theirs[i] == labels, ours[i] == labels):.3f}"
+    print("McNemar per run: " + ", ".join(f"{r} p = {mcnemar_exact(a[i] == labels, b[i] == labels):.3f}"
                                          for i, r in enumerate(common)))
 
 

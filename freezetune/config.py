@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -106,7 +107,7 @@ class TrainOptions:
         self.lr = _learning_rate(self.lr)
         self.rdrop = rdrop_alpha(self.rdrop)
         self.ema = ema_decay(self.ema)
-        self.distill_from = [self.distill_from] if isinstance(self.distill_from, str) else list(self.distill_from or [])
+        self.distill_from = _teacher_folders(self.distill_from)
         self.distill_weight = _number(self.distill_weight, "--distill-weight", lambda w: 0 < w <= 1,
                                       "a number above 0 and at most 1 (0.5 is usual)")
         if not 0 < float(self.validation_fraction) < 1:
@@ -135,7 +136,7 @@ class TrainOptions:
         return self.fits_temperature or self.fits_offsets
 
     @property
-    def inputs(self) -> dict[str, str | list[str]]:
+    def input_paths(self) -> dict[str, str | list[str]]:
         """What the run reads, by flag: an output folder must not hold any of them (see outputs.check_not_input)."""
         return {"--model": self.model, "--data": self.data, "--distill-from": self.distill_from}
 
@@ -223,6 +224,17 @@ def _number(value, name: str, valid, expected: str) -> float:
     if isinstance(value, bool) or not valid(number):
         raise UserError(f"{name} must be {expected}, got {value!r}")
     return number
+
+
+def _teacher_folders(value) -> list[str]:
+    """--distill-from as a list of folder paths (`~` expanded once, so every later use sees the same path)."""
+    folders = [value] if isinstance(value, str) else value or []
+    if not isinstance(folders, list) or not all(isinstance(f, str) and f for f in folders):
+        raise UserError(f"--distill-from must be one or more folder paths, got {value!r}")
+    folders = [os.path.expanduser(f) for f in folders]
+    if len(set(folders)) < len(folders):
+        raise UserError(f"--distill-from names a folder twice ({', '.join(folders)}): give each teacher once")
+    return folders
 
 
 def _learning_rate(value) -> float | str:

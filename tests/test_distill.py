@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -55,13 +57,22 @@ BATCH = {"input_ids": IDS, "attention_mask": (IDS != 0).long(), "labels": torch.
 
 def test_training_loss_mixes_the_labels_loss_and_the_kl_to_the_teachers(tiny_bert, tmp_path):
     model, trainer = _trainer(tiny_bert, tmp_path, distill_weight=0.3)
-    model.eval()  # no dropout: the hand computation sees the same logits
+    model.train()  # training mode (that is what distils), without dropout, so the hand computation sees the same logits
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
     got = trainer.compute_loss(model, dict(BATCH))
     logits = model(input_ids=IDS, attention_mask=BATCH["attention_mask"]).logits
     expected = 0.7 * F.cross_entropy(logits, BATCH["labels"]) + 0.3 * distillation_kl(logits, BATCH[SOFT_TARGETS]).mean()
     torch.testing.assert_close(got, expected)
-    # Without soft targets (validation rows) the loss is the labels' alone.
+    # How real training calls it: the Trainer counts the rows (the model's own loss then sums over them too).
+    torch.testing.assert_close(trainer.compute_loss(model, dict(BATCH), num_items_in_batch=torch.tensor(3)), expected)
+    # A training batch that lost its soft targets is a bug, not a reason to quietly train on the labels.
     plain = {k: v for k, v in BATCH.items() if k != SOFT_TARGETS}
+    with pytest.raises(RuntimeError, match="dropped the teachers' targets"):
+        trainer.compute_loss(model, plain)
+    # Evaluation (validation rows, labels only): the labels' loss alone.
+    model.eval()
     torch.testing.assert_close(trainer.compute_loss(model, plain), F.cross_entropy(logits, BATCH["labels"]))
 
 
@@ -77,9 +88,11 @@ def test_with_rdrop_both_copies_distil_and_rdrop_adds_its_kl(tiny_bert, tiny_csv
     logits = model(input_ids=twice["input_ids"], attention_mask=twice["attention_mask"]).logits
     mixed = 0.6 * F.cross_entropy(logits, twice["labels"]) + 0.4 * distillation_kl(logits, twice[SOFT_TARGETS]).mean()
     torch.testing.assert_close(got, mixed + 1.0 * symmetric_kl(*logits.chunk(2)).mean())
+    torch.manual_seed(1)  # the Trainer's count of the rows: the n of the batch it was given, twice over for R-Drop
+    torch.testing.assert_close(trainer.compute_loss(model, dict(BATCH), num_items_in_batch=torch.tensor(3)), got)
 
 
-@pytest.mark.parametrize("strategy", ["full", "freeze1"], ids=["tokens", "cached prefix"])
+@pytest.mark.parametrize("strategy", ["full", "freeze1+emb"], ids=["tokens", "cached prefix"])
 def test_each_row_trains_with_its_own_teachers_probabilities(tiny_bert, tiny_csv_dir, tmp_path, teachers, monkeypatch,
                                                               strategy):
     seen = []
@@ -97,7 +110,10 @@ def test_each_row_trains_with_its_own_teachers_probabilities(tiny_bert, tiny_csv
     texts = splits.train[TEXT].tolist()
     expected = np.mean([Predictor(t, precision="fp32").probabilities(texts) for t in teachers], axis=0)
     # Every training row once in the epoch, paired with its own label: the soft targets never leave their row.
-    assert sorted(seen) == pytest.approx(sorted(zip(splits.train[LABEL].tolist(), map(tuple, expected.tolist()))))
+    want = sorted(zip(splits.train[LABEL].tolist(), map(tuple, expected.tolist())))
+    np.testing.assert_allclose(np.array([[label, *p] for label, p in sorted(seen)]),
+                               np.array([[label, *p] for label, p in want]), rtol=1e-6)
+    assert metrics["cached_layers"] == (1 if strategy == "freeze1+emb" else 0)
     assert json.loads((tmp_path / "out" / "run_config.json").read_text())["distill_from"] == teachers
     assert any("distilled from 2 model(s) (weight 1)" in line for line in (tmp_path / "out" / "train.log").read_text().splitlines())
     assert metrics["epochs"][0]["train_loss"] > 0
@@ -113,6 +129,10 @@ def test_teachers_are_computed_once_for_the_runs_of_a_study(teachers, monkeypatc
     assert made == teachers and again is first
     teacher_probabilities(teachers, ["好棒"], "fp32", 8)  # other texts: computed again
     assert made == teachers * 2
+    weights = Path(teachers[1]) / "model.safetensors"  # a teacher trained again in place: computed again
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1))
+    teacher_probabilities(teachers, ["好棒"], "fp32", 8)
+    assert made == teachers * 3
 
 
 def test_bad_teachers_and_weights_are_refused_before_training(tiny_bert, tiny_csv_dir, tmp_path, teachers):
@@ -124,10 +144,29 @@ def test_bad_teachers_and_weights_are_refused_before_training(tiny_bert, tiny_cs
     # The bare encoder has no head trained on these labels.
     with pytest.raises(UserError, match="predicts the labels LABEL_0, LABEL_1 but the data has"):
         train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", distill_from=[teachers[0], str(tiny_bert)]))
-    # An output folder holding a teacher would destroy it.
-    with pytest.raises(UserError, match="contains the input --distill-from"):
-        train(tiny_config(tiny_bert, tiny_csv_dir, Path(teachers[0]).parent, overwrite=True, distill_from=teachers))
-    assert not (tmp_path / "out").exists()
+    # The same labels in another order: its probabilities would land on the wrong classes.
+    shuffled = tmp_path / "shuffled"
+    shutil.copytree(teachers[0], shuffled)
+    config = json.loads((shuffled / "config.json").read_text())
+    names = [config["id2label"][str(i)] for i in range(3)]
+    config["id2label"] = {str(i): name for i, name in enumerate(names[::-1])}
+    config["label2id"] = {name: i for i, name in enumerate(names[::-1])}
+    (shuffled / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="a teacher must be trained on the same labels, in the same order"):
+        train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", distill_from=[str(shuffled)]))
+    (shuffled / "model.safetensors").unlink()
+    with pytest.raises(UserError, match="holds no model weights"):
+        train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", distill_from=[str(shuffled)]))
+    with pytest.raises(UserError, match="names a folder twice"):
+        tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", distill_from=[teachers[0], teachers[0]])
+    with pytest.raises(UserError, match="must be one or more folder paths"):
+        tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", distill_from=[1])  # e.g. from a YAML file
+    # An output folder holding a teacher would destroy it, with --lr auto too (it replaces OUT at its end).
+    for lr in (5e-3, "auto"):
+        with pytest.raises(UserError, match="contains the input --distill-from"):
+            train(tiny_config(tiny_bert, tiny_csv_dir, Path(teachers[0]).parent, overwrite=True, lr=lr,
+                              distill_from=teachers))
+    assert not (tmp_path / "out").exists() and all((Path(t) / "model.safetensors").is_file() for t in teachers)
 
 
 def test_the_report_names_the_teachers():
@@ -155,3 +194,14 @@ def test_a_teacher_may_be_another_model(tiny_bert, tiny_csv_dir, tmp_path):
     student = train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "student", epochs=1,
                                 distill_from=[str(tmp_path / "teacher")]))
     assert student["epochs"][0]["train_loss"] > 0 and (tmp_path / "student" / "model.safetensors").is_file()
+
+
+def test_compare_checks_the_teachers_before_any_run(tiny_bert, tiny_csv_dir, tmp_path):
+    from freezetune.compare import CompareOptions, compare
+
+    options = CompareOptions(output_dir=str(tmp_path / "study"), model=str(tiny_bert), data=str(tiny_csv_dir),
+                             strategies=["tfidf", "freeze1"], seeds=[0], epochs=1, max_length=16,
+                             distill_from=[str(tiny_bert)])  # no head for these labels
+    with pytest.raises(UserError, match="predicts the labels LABEL_0, LABEL_1"):
+        compare(options)
+    assert not (tmp_path / "study").exists()  # not even the baseline ran

@@ -36,12 +36,14 @@ def compare(options: CompareOptions) -> Path:
     """
     from freezetune.compare.report import write_report
     from freezetune.data import load_splits
+    from freezetune.training.distill import check_teachers
 
     strategies = with_recipes(parse_strategies(options.strategies), options.recipes)  # bad names fail before any work
     out = _check_output_location(options)
     splits = load_splits(options.data, options.text_column, options.label_column, SPLIT_SEED, options.validation_fraction)
     if any(not strategy.is_baseline for strategy in strategies):
         _check_model_loads(options.model)
+        check_teachers(options.distill_from, splits.label_names)  # before any run, baselines included
     with output_lock(out), open_executor(options) as executor:  # before the folder is touched: Ray may be unreachable
         _prepare_output(out, options)
         lrs, selection = choose_learning_rates(strategies, options, splits, out, executor)
@@ -104,7 +106,7 @@ def _check_output_location(options: CompareOptions) -> Path:
     """The study folder, if it can be written and would not swallow the model or the data."""
     if not options.output_dir:
         raise UserError("compare needs --output-dir (or output_dir in the --config file)")
-    check_not_input(options.output_dir, options.inputs)
+    check_not_input(options.output_dir, options.input_paths)
     return check_writable(options.output_dir)
 
 

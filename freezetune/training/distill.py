@@ -10,16 +10,17 @@ per training row, with W = --distill-weight. The soft targets say what the label
 is nearly positive. The teachers' probabilities are what `predict --model DIR ...` gives for them (their
 temperature and decision offsets included), computed once before training, in eval mode; the KL term uses them
 as they are (no distillation temperature: a freezetune model's probabilities are already calibrated). Only
-training rows carry soft targets: validation (the best epoch, the fitted temperature and offsets) and every
-reported loss stay on the labels alone.
+training rows carry soft targets: validation (the best epoch, the fitted temperature and offsets) and the
+validation loss stay on the labels alone. The train loss the run logs is the mixture (with W = 1, the KL alone).
 
-The soft targets travel with each training example as `teacher_probs` and are taken out of the batch before the
-model sees it; they work on every fast path (prefix cache, compact embeddings) and with R-Drop.
+The soft targets travel with each training example (key `soft_targets`) and are taken out of the batch before
+the model sees it; they work on every fast path (prefix cache, compact embeddings) and with R-Drop.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,20 +31,26 @@ from transformers import Trainer
 
 from ..ensemble import average_probabilities
 from ..errors import UserError
+from .extra_loss import batch_mean, log_probabilities
 
-SOFT_TARGETS = "teacher_probs"
+SOFT_TARGETS = "soft_targets"
 """The key of a training example's soft targets: (classes,) probabilities."""
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
 def check_teachers(teachers: Sequence[str], label_names: Sequence[str]) -> None:
-    """Each teacher is a model folder trained on these labels in this order (its config only: no weights load)."""
+    """Each teacher is a trained model folder for these labels in this order (config and file names only: no
+    weights load, so this runs before any slow work)."""
     from ..models import load_config
 
     for teacher in teachers:
-        if not Path(teacher).expanduser().is_dir():
+        if not Path(teacher).is_dir():
             raise UserError(f"--distill-from {teacher} is not a folder: pass the output folders of `freezetune train` "
                             "runs on this data")
-        config = load_config(str(Path(teacher).expanduser()))
+        if not any((Path(teacher) / name).is_file() for name in WEIGHT_FILES):
+            raise UserError(f"--distill-from {teacher} holds no model weights ({', '.join(WEIGHT_FILES)}): pass the "
+                            "output folder of a finished `freezetune train` run")
+        config = load_config(teacher)
         labels = [config.id2label[i] for i in range(config.num_labels)] if getattr(config, "id2label", None) else []
         if labels != list(label_names):
             raise UserError(f"--distill-from {teacher} predicts the labels {', '.join(map(str, labels)) or '(none)'} but "
@@ -60,7 +67,7 @@ def teacher_probabilities(teachers: Sequence[str], texts: list[str], precision: 
     from ..predict import Predictor
 
     key = (tuple(_fingerprint(t) for t in teachers), precision, batch_size,
-           hashlib.sha256("\n".join(texts).encode()).hexdigest())
+           hashlib.sha256(json.dumps(texts).encode()).hexdigest())
     if key not in _memo:
         members = []
         for teacher in teachers:
@@ -79,15 +86,15 @@ def add_soft_targets(features: list[dict], texts: list[str], teachers: Sequence[
 
 
 def _fingerprint(teacher: str) -> tuple:
-    """A teacher folder's identity for the memo: its path and its weights' size and modification time."""
+    """A teacher folder's identity for the memo: its path and its files' sizes and modification times."""
     path = Path(teacher).expanduser().resolve()
-    stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(path.glob("*.safetensors"))]
+    stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(path.iterdir()) if f.is_file()]
     return str(path), tuple(stats)
 
 
 def distillation_kl(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """KL(targets || softmax(logits)) per row, in float32 at least (a target of exactly 0 contributes 0)."""
-    log_q = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    log_q = log_probabilities(logits)
     return F.kl_div(log_q, targets.to(log_q.dtype), reduction="none").sum(-1)
 
 
@@ -99,13 +106,13 @@ class DistillTrainer(Trainer):
         self.distill_weight = distill_weight
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if SOFT_TARGETS not in inputs:  # evaluation: validation rows have labels only
+        if not model.training:  # evaluation: validation rows have labels only
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if SOFT_TARGETS not in inputs:  # a data path lost them: training on would silently not distil
+            raise RuntimeError(f"a training batch has no {SOFT_TARGETS!r}: the data path dropped the teachers' targets")
         inputs = dict(inputs)
         targets = inputs.pop(SOFT_TARGETS)  # (rows, classes)
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        kl = distillation_kl(outputs["logits"], targets)
-        # Normalised like the loss: over the rows the Trainer counts (whole accumulation window), else this batch's.
-        kl = kl.mean() if num_items_in_batch is None else kl.sum() / num_items_in_batch
+        kl = batch_mean(distillation_kl(outputs["logits"], targets), num_items_in_batch)
         loss = (1 - self.distill_weight) * loss + self.distill_weight * kl
         return (loss, outputs) if return_outputs else loss

@@ -115,5 +115,6 @@ def collate_cached(examples: list[dict]) -> dict[str, torch.Tensor]:
         embeds[row, :length] = example["inputs_embeds"]
         mask[row, :length] = 1
     # The rest (labels; soft targets): one value or row per example, stacked (ints to int64, floats to float32).
-    targets = {key: torch.tensor([e[key] for e in examples]) for key in examples[0] if key not in ("input_ids", "inputs_embeds")}
+    targets = {key: torch.tensor([e[key] for e in examples]) for key in examples[0]
+               if key not in TOKEN_KEYS and key != "inputs_embeds"}
     return {"inputs_embeds": embeds, "attention_mask": mask, **targets}

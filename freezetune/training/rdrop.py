@@ -15,14 +15,14 @@ and the rows that reach the trained top are duplicated like any others.
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F
 from transformers import Trainer
+
+from .extra_loss import batch_mean, log_probabilities
 
 
 def symmetric_kl(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """(KL(p1||p2) + KL(p2||p1)) / 2 per row, for two (rows, classes) tensors of logits, in float32 at least."""
-    dtype = torch.promote_types(first.dtype, torch.float32)
-    log_p, log_q = F.log_softmax(first.to(dtype), dim=-1), F.log_softmax(second.to(dtype), dim=-1)
+    log_p, log_q = log_probabilities(first), log_probabilities(second)
     return 0.5 * ((log_p.exp() * (log_p - log_q)).sum(-1) + (log_q.exp() * (log_q - log_p)).sum(-1))
 
 
@@ -40,8 +40,5 @@ class RDropTrainer(Trainer):
         items = None if num_items_in_batch is None else 2 * num_items_in_batch
         loss, outputs = super().compute_loss(model, twice, return_outputs=True, num_items_in_batch=items)
         first, second = outputs["logits"].chunk(2)  # (n, classes) each: row i and its copy
-        kl = symmetric_kl(first, second)
-        # Normalised like the loss: over the rows the Trainer counts (whole accumulation window), else this batch's.
-        kl = kl.mean() if num_items_in_batch is None else kl.sum() / num_items_in_batch
-        loss = loss + self.rdrop_alpha / 2 * kl
+        loss = loss + self.rdrop_alpha / 2 * batch_mean(symmetric_kl(first, second), num_items_in_batch)
         return (loss, outputs) if return_outputs else loss

@@ -100,11 +100,11 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
     With `lr="auto"` the learning rate is chosen on validation first (see lr_search). Under torchrun or
     accelerate every process trains; only the main one writes the output folder.
     """
+    check_not_input(config.output_dir, config.input_paths)  # before --lr auto too: it replaces OUT at its end
     if config.lr == "auto":
         from .lr_search import train_with_lr_search
 
         return train_with_lr_search(config, splits)
-    check_not_input(config.output_dir, config.inputs)
     # The lock: a second run into the same folder is refused, naming this one. Scratch space for a strategy's
     # extra files; a killed run's is removed by the next run. The checkpoints for --resume live beside OUT.
     # Under torchrun / accelerate only the main process, the one that writes, holds the lock.
@@ -239,7 +239,8 @@ def _trainer_class(config: TrainConfig):
     if not extras:
         return Trainer
     classes = tuple(cls for cls, _ in extras)
-    trainer = classes[0] if len(classes) == 1 else type("RDropDistillTrainer", classes, {})
+    name = "".join(cls.__name__.removesuffix("Trainer") for cls in classes) + "Trainer"  # e.g. RDropDistillTrainer
+    trainer = classes[0] if len(classes) == 1 else type(name, classes, {})
     return partial(trainer, **{key: value for _, kwargs in extras for key, value in kwargs.items()})
 
 
