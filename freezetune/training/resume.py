@@ -108,7 +108,8 @@ class Checkpoints:
             return None
         if _read_record(self.folder)["data"] != data:
             raise UserError(f"--resume: the data of {self.folder}'s run differ from this run's (other files or "
-                            "content): use the same data, or pass --overwrite instead of --resume to start again")
+                            "content, or --distill-from teachers that now predict otherwise): use the same data and "
+                            "teachers, or pass --overwrite instead of --resume to start again")
         complete = complete_checkpoints(self.folder)
         if main:  # what a kill interrupted while it was being written
             for partial in set(self.folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*")) - set(complete):
