@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -69,9 +70,10 @@ def teacher_probabilities(teachers: Sequence[str], texts: list[str], precision: 
     key = (tuple(_fingerprint(t) for t in teachers), precision, batch_size,
            hashlib.sha256(json.dumps(texts).encode()).hexdigest())
     if key not in _memo:
-        members = []
-        for teacher in teachers:
-            members.append(Predictor(teacher, batch_size, precision=precision).probabilities(texts))
+        # A minute or more per teacher on a CPU: say so, or the run looks stuck before its first epoch.
+        logging.getLogger("freezetune").info("distillation: %d teacher(s) predict the %d training texts", len(teachers),
+                                             len(texts))
+        members = [Predictor(teacher, batch_size, precision=precision).probabilities(texts) for teacher in teachers]
         _memo.clear()  # one set of targets at a time: a study has one
         _memo[key] = average_probabilities(members).astype(np.float32)
     return _memo[key]
