@@ -212,3 +212,17 @@ def test_max_length_beyond_the_positions_is_refused_before_training(tiny_bert, t
     with pytest.raises(UserError, match="--max-length 100 is more than the model's 64 positions"):
         train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", max_length=100))
     assert not (tmp_path / "out").exists()
+
+
+def test_the_run_says_how_many_training_texts_max_length_truncates(tiny_bert):
+    from freezetune.models import load_tokenizer
+    from freezetune.training.run import truncation_note
+
+    from .conftest import FILLER
+
+    tokenizer = load_tokenizer(str(tiny_bert))
+    texts = [FILLER[:n] for n in (3, 8, 8, 20)]  # one token per character, plus [CLS] and [SEP]: 5, 10, 10, 22
+    note = truncation_note(tokenizer, texts, max_length=9)
+    assert note.startswith("3 of 4 training texts (75.0%) are longer than --max-length 9 tokens and are truncated "
+                           "(longest 22); --max-length 22 would keep 100.0% whole"), note
+    assert truncation_note(tokenizer, texts, max_length=22) is None

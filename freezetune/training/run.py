@@ -162,6 +162,8 @@ def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
             + (f"; distilled from {len(config.distill_from)} model(s) (weight {config.distill_weight:g})" if config.distill_from else ""))
     if world_size() > 1:  # torchrun / accelerate: only the main process speaks, so it says for all
         run.say(f"training on {world_size()} processes: global batch {world_size() * config.batch_size}")
+    if (note := truncation_note(tokenizer, splits.train[TEXT].tolist(), config.max_length)) is not None:
+        run.say(note)
     if run.loss_weights is not None:
         run.say("class weights (loss): " + ", ".join(f"{n} {w:.2f}" for n, w in zip(splits.label_names, run.loss_weights.tolist())))
     return run
@@ -174,6 +176,22 @@ def _check_max_length(max_length: int, model) -> None:
         limit = limit - model.config.pad_token_id - 1 if limit else limit  # their positions start after the pad id
     if limit and max_length > limit:
         raise UserError(f"--max-length {max_length} is more than the model's {limit} positions: use at most {limit}")
+
+
+def truncation_note(tokenizer, texts: list[str], max_length: int) -> str | None:
+    """One line saying how many training texts --max-length cuts, and what length would keep nearly all whole.
+
+    The notebook's 30 tokens suit game chat; on other data (or another tokenizer) it may silently cut the end of
+    many texts, which is where a headline's verdict often is. None when nothing is cut.
+    """
+    lengths = np.array([len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]])
+    cut = int((lengths > max_length).sum())
+    if not cut:
+        return None
+    keeps_99 = int(np.ceil(np.quantile(lengths, 0.99)))
+    return (f"{cut} of {len(lengths)} training texts ({cut / len(lengths):.1%}) are longer than --max-length {max_length} "
+            f"tokens and are truncated (longest {lengths.max()}); --max-length {max(keeps_99, max_length + 1)} "
+            f"would keep {np.mean(lengths <= max(keeps_99, max_length + 1)):.1%} whole")
 
 
 def tokenize_frame(tokenizer, frame, max_length: int) -> list[dict]:
