@@ -77,7 +77,7 @@ def calibration_metrics(probs, labels) -> dict[str, float]:
 
 
 def reliability_diagram(path, probs_before, probs_after, labels, bins: int = ECE_BINS) -> Path:
-    """A PNG with two reliability diagrams side by side (before / after scaling): accuracy per confidence bin.
+    """A PNG with two reliability diagrams side by side (raw / as served): accuracy per confidence bin.
 
     matplotlib is imported here, through its object API (no pyplot, no global backend), so importing this
     module stays cheap and any backend the caller uses is left alone. Written to a temporary file and renamed.
@@ -87,13 +87,14 @@ def reliability_diagram(path, probs_before, probs_after, labels, bins: int = ECE
     path = Path(path)
     figure = Figure(figsize=(9, 4.2), layout="constrained")
     edges = np.linspace(0, 1, bins + 1)
-    for ax, probs, title in zip(figure.subplots(1, 2, sharey=True), (probs_before, probs_after), ("before", "after")):
+    panels = zip(figure.subplots(1, 2, sharey=True), (probs_before, probs_after), ("before temperature scaling", "as served"))
+    for ax, probs, title in panels:
         _, _, accuracy = reliability_bins(probs, labels, bins)
         ax.bar(edges[:-1], np.nan_to_num(accuracy), width=1 / bins, align="edge", edgecolor="black", alpha=0.8,
                label="accuracy")
         ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top-label probability)",
-               title=f"{title} temperature scaling: ECE {expected_calibration_error(probs, labels, bins):.3f}")
+               title=f"{title}: ECE {expected_calibration_error(probs, labels, bins):.3f}")
         ax.grid(alpha=0.3)
     figure.axes[0].set_ylabel("accuracy")
     figure.axes[0].legend(loc="upper left")

@@ -85,3 +85,27 @@ def test_mismatched_arrays_are_refused():
         expected_calibration_error(np.full((3, 2), 0.5), [0, 1])
     with pytest.raises(ValueError, match="class ids"):
         fit_temperature(np.zeros((2, 2)), [0, 5])
+
+
+def test_with_a_decision_rule_the_temperature_is_fitted_again_on_the_served_logits():
+    """Offsets that favour a rare class make softmax(z / T + o) overconfident in it; the served scale is refitted
+    on validation so that it is NLL-optimal itself, and not one label changes."""
+    from types import SimpleNamespace
+
+    from freezetune.decision import decision_offsets
+    from freezetune.training.run import fit_post_hoc
+
+    rng = np.random.default_rng(0)
+    # Imbalanced 3-class logits whose labels are calibrated at temperature 1.5 (so T is fitted, offsets favour 0).
+    logits = rng.normal(0, 1.5, size=(3000, 3)) + np.array([-1.5, 1.0, 0.5])
+    labels = sample_labels(softmax(logits / 1.5, axis=1), rng)
+    config = SimpleNamespace(fits_temperature=True, fits_offsets=True, decision="macro_f1")
+    post_hoc = fit_post_hoc(SimpleNamespace(config=config, say=lambda message: None), logits, labels)
+
+    first = fit_temperature(logits, labels)
+    offsets = decision_offsets("macro_f1", logits / first, labels)
+    assert np.all(offsets[1:] < 0)  # class 0 is fixed at 0: the rule moves probability towards it, the rare class
+    old_served, served = logits / first + offsets, logits / post_hoc.temperature + post_hoc.offsets
+    assert np.array_equal(served.argmax(axis=1), old_served.argmax(axis=1))
+    assert fit_temperature(served, labels) == pytest.approx(1.0, abs=1e-3)
+    assert negative_log_likelihood(served, labels) < negative_log_likelihood(old_served, labels)

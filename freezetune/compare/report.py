@@ -213,13 +213,14 @@ def per_class_blocks(summary, label_names: list[str], labels: np.ndarray, eval_n
 
 
 def calibration_blocks(calibration, eval_name: str) -> list[tuple]:
-    """ECE and Brier score before and after temperature scaling (transformer runs; none: no section)."""
+    """ECE and Brier score before post-hoc fitting and as served (transformer runs; none: no section)."""
     if calibration.empty:
         return []
     return [("h2", f"Calibration on the {eval_name} split (mean over seeds)"), ("p", (
         f"Top-label expected calibration error ({ECE_BINS} bins) and multi-class Brier score of the probabilities, before "
-        "and after dividing the logits by a temperature fitted on validation (lower is better for both).")),
-        ("table", ["strategy", "seeds", "temperature", "ECE before", "ECE after", "Brier before", "Brier after"], [
+        "and as served: after dividing the logits by a temperature fitted on validation, and adding the decision rule's "
+        "offsets where it has them, with the temperature fitted again on those logits (lower is better for both).")),
+        ("table", ["strategy", "seeds", "temperature", "ECE before", "ECE served", "Brier before", "Brier served"], [
             [r["strategy"], int(r["seeds"]), f"{r['temperature']:.3f}", *(f"{r[c]:.4f}" for c in (
                 "ece_before", "ece_after", "brier_before", "brier_after"))] for _, r in calibration.iterrows()])]
 
