@@ -188,10 +188,10 @@ def truncation_note(tokenizer, texts: list[str], max_length: int) -> str | None:
     cut = int((lengths > max_length).sum())
     if not cut:
         return None
-    keeps_99 = int(np.ceil(np.quantile(lengths, 0.99)))
+    suggested = max(int(np.ceil(np.quantile(lengths, 0.99))), max_length + 1)  # keeps at least 99% whole
     return (f"{cut} of {len(lengths)} training texts ({cut / len(lengths):.1%}) are longer than --max-length {max_length} "
-            f"tokens and are truncated (longest {lengths.max()}); --max-length {max(keeps_99, max_length + 1)} "
-            f"would keep {np.mean(lengths <= max(keeps_99, max_length + 1)):.1%} whole")
+            f"tokens and are truncated (longest {lengths.max()}); --max-length {suggested} "
+            f"would keep {np.mean(lengths <= suggested):.1%} whole")
 
 
 def tokenize_frame(tokenizer, frame, max_length: int) -> list[dict]:
