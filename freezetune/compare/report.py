@@ -222,7 +222,7 @@ def calibration_blocks(calibration, eval_name: str) -> list[tuple]:
         "offsets where it has them, with the temperature fitted again on those logits (lower is better for both).")),
         ("table", ["strategy", "seeds", "temperature", "ECE before", "ECE served", "Brier before", "Brier served"], [
             [r["strategy"], int(r["seeds"]), f"{r['temperature']:.3f}", *(f"{r[c]:.4f}" for c in (
-                "ece_before", "ece_after", "brier_before", "brier_after"))] for _, r in calibration.iterrows()])]
+                "ece_before", "ece_served", "brier_before", "brier_served"))] for _, r in calibration.iterrows()])]
 
 
 def _selection_blocks(selection: dict, metric: str) -> list[tuple]:

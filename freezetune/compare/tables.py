@@ -144,14 +144,14 @@ def best_tradeoff(recipes: pd.DataFrame, tolerance: float = TRADEOFF_TOLERANCE) 
 def calibration_frame(results: list[tuple[Run, dict]]) -> pd.DataFrame:
     """Per strategy with calibration numbers (transformer runs): on the evaluation split, the mean over seeds
     of the temperature and of ECE and Brier score before post-hoc fitting and as served (after the temperature and,
-    with a decision rule, its offsets; records from before `served` existed give the temperature alone)."""
+    with a decision rule, its offsets)."""
     rows = []
     for run, metrics in results:
         calibration = metrics.get("details", {}).get("calibration", {})
         split = calibration.get(metrics["evaluation_split"])
         if split is None:
             continue
-        stages = {"before": split["before"], "after": split.get("served", split["after_temperature"])}
+        stages = {"before": split["before"], "served": split["served"]}
         rows.append({"strategy": run.strategy.name, "temperature": calibration["temperature"],
                      **{f"{m}_{stage}": values[m] for stage, values in stages.items() for m in ("ece", "brier")}})
     if not rows:

@@ -184,11 +184,14 @@ def truncation_note(tokenizer, texts: list[str], max_length: int) -> str | None:
     The notebook's 30 tokens suit game chat; on other data (or another tokenizer) it may silently cut the end of
     many texts, which is where a headline's verdict often is. None when nothing is cut.
     """
+    # A second pass over the training texts, untruncated: a fast tokenizer does inews's 5,218 titles in about 0.3 s,
+    # and the truncated ids cannot tell a text of exactly max_length tokens from a longer one.
     lengths = np.array([len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]])
     cut = int((lengths > max_length).sum())
     if not cut:
         return None
-    suggested = max(int(np.ceil(np.quantile(lengths, 0.99))), max_length + 1)  # keeps at least 99% whole
+    keeps_99 = int(np.ceil(np.quantile(lengths, 0.99)))
+    suggested = keeps_99 if keeps_99 > max_length else int(lengths.max())  # already 99% whole: then all of them
     return (f"{cut} of {len(lengths)} training texts ({cut / len(lengths):.1%}) are longer than --max-length {max_length} "
             f"tokens and are truncated (longest {lengths.max()}); --max-length {suggested} "
             f"would keep {np.mean(lengths <= suggested):.1%} whole")
@@ -420,8 +423,9 @@ class PostHoc:
     def measure(self, raw: dict, served: dict, labels: dict) -> None:
         for split, logits in raw.items():
             before, after = softmax(logits, axis=-1), softmax(served[split], axis=-1)
+            scaled = softmax(logits / self.temperature, axis=-1)
             self.calibration[split] = {"before": calibration_metrics(before, labels[split]),
-                                       "after_temperature": calibration_metrics(softmax(logits / self.temperature, axis=-1), labels[split]),
+                                       "after_temperature": calibration_metrics(scaled, labels[split]),
                                        "served": calibration_metrics(after, labels[split])}
             self.probabilities = {"split": split, "before": before, "after": after, "labels": labels[split]}
 
