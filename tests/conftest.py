@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
+import re
 
 # No test reaches the network: with the hub offline a hub id fails at once instead of after ~45 s of retries.
 # Set before anything imports huggingface_hub, which reads it once; subprocesses inherit it.
@@ -29,6 +31,50 @@ SPLIT_SIZES = {"train": 120, "validation": 40, "test": 40}
 # Marks of the tests that take tens of seconds each, the longest first: a shared builtin-model fixture (a
 # minute and a half on one worker), then tests that start processes.
 SLOW_MARKS = ("xdist_group", "distributed", "ray")
+
+
+# What each optional extra of pyproject.toml brings, by import name. A test that needs an extra the install left
+# out is skipped with the extra's name (README's install may be narrower than CI's), never failed.
+EXTRAS = {"onnx": ("onnx", "onnxruntime"), "lora": ("peft",), "ray": ("ray",), "serve": ("fastapi", "uvicorn"),
+          "modelscope": ("modelscope",)}
+MARK_EXTRAS = {"ray": "ray"}  # a test marked `ray` needs the ray extra
+
+
+def _installed(extra: str) -> bool:
+    return all(importlib.util.find_spec(module) is not None for module in EXTRAS[extra])
+
+
+def _missing_extra(exc: BaseException) -> str | None:
+    """The extra whose absence `exc` reports: a failed import of one of its modules, or freezetune's own
+    one-line error naming it (`pip install 'freezetune[ray]'`); None when the extra is installed after all."""
+    from freezetune.errors import UserError
+
+    extra = None
+    if isinstance(exc, ModuleNotFoundError):
+        extra = next((e for e, modules in EXTRAS.items() if (exc.name or "").split(".")[0] in modules), None)
+    elif isinstance(exc, UserError) and (named := re.search(r"freezetune\[(\w+)\]", str(exc))):
+        extra = named[1] if named[1] in EXTRAS else None
+    return extra if extra and not _installed(extra) else None
+
+
+def _skip_for_missing_extra(item):
+    try:
+        return (yield)
+    except Exception as exc:
+        if (extra := _missing_extra(exc)) is None:
+            raise
+        pytest.skip(f"needs the {extra} extra: pip install 'freezetune[{extra}]'")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    for mark, extra in MARK_EXTRAS.items():
+        if item.get_closest_marker(mark) and not _installed(extra):
+            pytest.skip(f"needs the {extra} extra: pip install 'freezetune[{extra}]'")
+    return (yield from _skip_for_missing_extra(item))
+
+
+pytest_runtest_call = pytest.hookimpl(wrapper=True)(_skip_for_missing_extra)
 
 
 def pytest_collection_modifyitems(config, items):
