@@ -118,11 +118,11 @@ def step_flops(config, batch: list[dict], frozen_layers: int, embeddings_train: 
 
 def _frozen_bottom(model) -> int:
     """Bottom encoder layers with no trainable parameter."""
-    from freezetune.models.layers import encoder_layers
+    from freezetune.models.anatomy import anatomy
 
     n = 0
-    for layer in encoder_layers(model):
-        if any(p.requires_grad for p in layer.parameters()):
+    for block in anatomy(model).blocks:
+        if any(p.requires_grad for p in block.parameters()):
             break
         n += 1
     return n

@@ -26,7 +26,7 @@ from transformers import (
 
 from freezetune import UserError
 from freezetune.training.compact_embedding import CompactEmbedding
-from freezetune.models.layers import embedding_modules, encoder_layers
+from freezetune.models.anatomy import anatomy
 from freezetune.strategies import (
     TrainPlan,
     frozen_prefix,
@@ -148,6 +148,29 @@ def test_lora_trains_only_adapters_and_head_then_merges_into_a_plain_model(kind)
     assert not any(torch.equal(merged_state[k], original[k]) for k in head)  # the trained head was kept
 
 
+@pytest.mark.parametrize("spec", ["lora:r=4", "freeze1+lora:targets=all"])
+def test_lora_merges_bit_for_bit_as_peft_merges_the_same_adapters(spec, tmp_path):
+    """The saved model is what peft's own PeftModel.merge_and_unload makes of the adapter saved beside it."""
+    import copy
+
+    from peft import PeftModel
+
+    torch.manual_seed(0)
+    model = model_of("distilbert")  # a head of two modules (pre_classifier, classifier)
+    pristine = copy.deepcopy(model)
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    strategy = parse_strategy(spec)
+    train_by_hand(model, strategy, TrainPlan(epochs=1, steps_per_epoch=3))
+    strategy.save_extras(model, tmp_path, keep_adapter=True)
+    ours = strategy.finalize(model).state_dict()
+
+    theirs = PeftModel.from_pretrained(pristine, tmp_path / "adapter").merge_and_unload().state_dict()
+    assert list(ours) == list(theirs) == list(original)
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert not torch.equal(ours["distilbert.transformer.layer.2.attention.q_lin.weight"],
+                           original["distilbert.transformer.layer.2.attention.q_lin.weight"])  # something merged
+
+
 def test_lora_parameter_count_follows_the_formula():
     model = model_of("bert")
     strategy = parse_strategy("lora:r=4")
@@ -172,7 +195,7 @@ def test_freeze6_lora_puts_adapters_on_the_top_layers_only():
     strategy = parse_strategy("freeze6+lora")
     params = prepare(strategy, model, TrainPlan(1, 1))
     assert {layer_of(n) for n in names_of(model, params) if ".lora_" in n} == set(range(6, 12))
-    assert not any(p.requires_grad for m in embedding_modules(model) for p in m.parameters())
+    assert not any(p.requires_grad for m in anatomy(model).embeddings for p in m.parameters())
     assert frozen_prefix(model, strategy) == 6
 
 
@@ -232,7 +255,7 @@ def test_lora_explicit_targets():
     params = prepare(parse_strategy("lora:targets=all"), model, TrainPlan(1, 1))
     assert adapted(names_of(model, params)) == {"query", "key", "value", "dense"}
     modules = {n.split(".lora_")[0] for n in names_of(model, params) if ".lora_" in n}
-    assert len(modules) == 6 * len(encoder_layers(model))  # q, k, v, attention out, intermediate, output
+    assert len(modules) == 6 * anatomy(model).depth  # q, k, v, attention out, intermediate, output
 
 
 def test_lora_refuses_when_every_layer_is_frozen():
@@ -292,7 +315,7 @@ def test_llrd_with_freeze_groups_only_what_trains():
 
 def trainable_blocks(model) -> list[str]:
     """Which of layer 0..2 and the embeddings have a trainable parameter now."""
-    blocks = {f"layer{i}": layer for i, layer in enumerate(encoder_layers(model))}
+    blocks = {f"layer{i}": layer for i, layer in enumerate(b.module for b in anatomy(model).blocks)}
     blocks["emb"] = model.base_model.embeddings
     return [name for name, block in blocks.items() if any(p.requires_grad for p in block.parameters())]
 

@@ -22,20 +22,17 @@ OFFSETS_KEY = "freezetune_logit_offsets"
 
 
 def final_linear(model):
-    """The `nn.Linear` that produces the logits of a HF sequence classifier.
+    """The linear layer that produces the logits of a HF sequence classifier, as its anatomy says
+    (models/anatomy.py: `classifier` in BERT, DistilBERT and the builtin model, `classifier.out_proj` in RoBERTa,
+    XLM-R and ELECTRA, `score` in decoder-only families, `classification_head.out_proj` in T5 and BART)."""
+    from .anatomy import KNOWN, anatomy
 
-    `classifier` in BERT, DistilBERT and freezetune's mean-pooling head; `classifier.out_proj` in RoBERTa,
-    XLM-R and ELECTRA (whose `classifier` is a small dense -> activation -> out_proj block).
-    """
-    from torch import nn
-
-    head = getattr(model, "classifier", None)
-    for candidate in (head, getattr(head, "out_proj", None)):
-        if isinstance(candidate, nn.Linear):
-            return candidate
-    raise UserError(f"cannot find the final linear layer of {type(model).__name__} (looked for classifier and "
-                    "classifier.out_proj): --decision and --calibration work with BERT, RoBERTa/XLM-R, ELECTRA, "
-                    "DistilBERT and the builtin model; use --decision argmax --calibration none with this model")
+    linear = anatomy(model).final_linear
+    if linear is None:
+        raise UserError(f"cannot find the final linear layer of {type(model).__name__}: --decision and --calibration "
+                        f"work with sequence classifiers of the model types {KNOWN}; use --decision argmax "
+                        "--calibration none with this model")
+    return linear
 
 
 def check_foldable(model, offsets: bool):

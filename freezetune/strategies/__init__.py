@@ -16,6 +16,7 @@ from .base import (
     Combination,
     Strategy,
     TrainPlan,
+    check_fits,
     frozen_prefix,
     parameter_counts,
     parse_strategy,
@@ -25,7 +26,7 @@ from .base import (
     valid_names,
 )
 
-__all__ = ["REGISTRY", "Combination", "HeadOnly", "Strategy", "TrainPlan", "frozen_prefix", "parameter_counts", "parse_strategy",
+__all__ = ["REGISTRY", "Combination", "HeadOnly", "Strategy", "TrainPlan", "check_fits", "frozen_prefix", "parameter_counts", "parse_strategy",
            "prepare", "register", "trainable_parameters", "valid_names", "legacy_spec"]
 
 

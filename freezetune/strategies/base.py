@@ -12,6 +12,7 @@ the prefix cache alike. A strategy is one small class registered under its name 
 Its dataclass fields are its options (`lora:r=8,alpha=16`; one field may be `positional`: `llrd:0.9`, and a
 number glued to the name fills it: `freeze6`). The hooks, each with a neutral default, are called in this order:
 
+    check(anatomy, frozen_bottom)  before any slow work: do the options fit the model (e.g. freeze4 on 2 layers)?
     configure(model, plan)   stage "method": decide what trains (all, biases only, adapters, ...)
     restrict(model, plan)    stage "restriction": freeze more on top of the method (freezeN, emb, gradual)
     later_trainable(model)   parameters frozen now that a callback will unfreeze during the run
@@ -23,7 +24,8 @@ number glued to the name fills it: `freeze6`). The hooks, each with a neutral de
 Parts joined with `+` combine: every method's `configure` runs first, then every restriction's `restrict`, so
 `freeze6+lora` puts adapters on layers 6.. only and freezes the rest. A name with no method (`freeze6`) means
 full fine-tuning restricted. The prefix cache needs nothing from a strategy: it asks which bottom layers no
-parameter will ever train in (see `frozen_prefix`).
+parameter will ever train in (see `frozen_prefix`). Strategies find a model's parts through `models.anatomy` (which
+also says how layers count in an encoder-decoder: through both stacks, encoder first).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import ClassVar, Literal
 from torch import nn
 
 from ..errors import UserError
-from ..models.layers import embedding_modules, encoder_layers
+from ..models.anatomy import Anatomy, anatomy
 
 REGISTRY: dict[str, type[Strategy]] = {}
 
@@ -49,7 +51,8 @@ class TrainPlan:
     epochs: int
     steps_per_epoch: int
     frozen_bottom: int = 0
-    """Encoder layers 0..N-1 a restriction will freeze (set by Combination, so a method can skip them)."""
+    """Blocks 0..N-1 (in depth order, see models.anatomy) a restriction will freeze (set by Combination, so a method
+    can skip them)."""
 
 
 @dataclass
@@ -64,6 +67,11 @@ class Strategy:
     summary: ClassVar[str] = "every parameter trains"
     lr_grid: ClassVar[tuple[float, ...]] = (2e-5, 5e-5, 1e-4)
     """Learning rates `--lr auto` tries for this family (a linear probe or an adapter wants larger ones)."""
+
+    def check(self, anatomy: Anatomy, frozen_bottom: int = 0) -> None:
+        """Raise a one-line UserError if this strategy's options do not fit the model (`anatomy`), before any slow
+        work; `frozen_bottom`: the blocks the whole combination freezes. Needs only the module tree (a model on the
+        meta device will do). The default: fits any model."""
 
     def configure(self, model: nn.Module, plan: TrainPlan) -> None:
         for p in model.parameters():
@@ -90,7 +98,7 @@ class Strategy:
         """Write extra files into the output folder (called before `finalize`)."""
 
     def frozen_bottom(self) -> int:
-        """Encoder layers 0..N-1 this strategy freezes in any case (restrictions)."""
+        """Blocks 0..N-1 this strategy freezes in any case (restrictions)."""
         return 0
 
     def spec(self) -> str:
@@ -132,6 +140,10 @@ class Combination(Strategy):
     def _ordered(self) -> list[Strategy]:
         methods = [p for p in self.parts if p.stage == "method"] or [Strategy()]
         return methods + [p for p in self.parts if p.stage == "restriction"]
+
+    def check(self, anatomy, frozen_bottom=0):
+        for part in self.parts:
+            part.check(anatomy, max(frozen_bottom, self.frozen_bottom()))
 
     def configure(self, model, plan):
         plan = dataclasses.replace(plan, frozen_bottom=max((p.frozen_bottom() for p in self.parts), default=0))
@@ -175,9 +187,17 @@ class Combination(Strategy):
 # --- what every strategy's result has in common ------------------------------------------------------------
 
 def prepare(strategy: Strategy, model: nn.Module, plan: TrainPlan) -> list[nn.Parameter]:
-    """Configure `model` for `strategy`; returns the parameters to optimize (those that train at some point)."""
+    """Check and configure `model` for `strategy`; returns the parameters to optimize (those that train at some
+    point)."""
+    check_fits(strategy, anatomy(model))
     strategy.configure(model, plan)
     return trainable_parameters(model, strategy)
+
+
+def check_fits(strategy: Strategy, body: Anatomy) -> None:
+    """A one-line UserError, before any slow work, if the strategy does not fit the model whose anatomy is `body`
+    (freeze4 on 2 layers, LoRA targets it lacks, freezeN+lora leaving no layer). `train` and `compare` call it."""
+    strategy.check(body, strategy.frozen_bottom())
 
 
 def trainable_parameters(model: nn.Module, strategy: Strategy) -> list[nn.Parameter]:
@@ -186,16 +206,20 @@ def trainable_parameters(model: nn.Module, strategy: Strategy) -> list[nn.Parame
 
 
 def frozen_prefix(model: nn.Module, strategy: Strategy) -> int:
-    """How many bottom encoder layers, with the embeddings, no parameter will ever train in (0: none).
+    """How many bottom blocks, with the embeddings, no parameter will ever train in (0: none, or a family without
+    the prefix cache, see models.anatomy).
 
     Their output never changes during the run, so the prefix cache computes it once.
     """
+    body = anatomy(model)
+    if not body.prefix_cache:
+        return 0
     training = {id(p) for p in trainable_parameters(model, strategy)}
-    if any(id(p) in training for module in embedding_modules(model) for p in module.parameters()):
+    if any(id(p) in training for module in body.embeddings for p in module.parameters()):
         return 0
     n = 0
-    for layer in encoder_layers(model):
-        if any(id(p) in training for p in layer.parameters()):
+    for block in body.blocks:
+        if any(id(p) in training for p in block.parameters()):
             break
         n += 1
     return n

@@ -1,8 +1,9 @@
-"""BitFit (Ben Zaken et al., 2022): only the bias terms train, here with the LayerNorm parameters and the head.
+"""BitFit (Ben Zaken et al., 2022): only the bias terms train, here with the norms' parameters and the head.
 
 Biases and LayerNorms are a tiny share of an encoder (about 0.1% of BERT-base) yet move its features enough for
-many classification tasks. Parameters are picked by module, not by name, so every encoder family's own
-spelling (`LayerNorm`, `sa_layer_norm`, ...) is covered.
+many classification tasks. Parameters are picked by module, not by name, so every family's own spelling
+(`LayerNorm`, `sa_layer_norm`, ...) is covered; which classes are norms (nn.LayerNorm, T5LayerNorm, LlamaRMSNorm,
+...) the model's anatomy says.
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..models.layers import head_parameters
+from ..models.anatomy import anatomy
 from .base import Strategy, TrainPlan, register
 
 
 def bias_and_norm_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Every `bias` parameter of any module, and every parameter of a LayerNorm."""
+    """Every `bias` parameter of any module, and every parameter of a norm (LayerNorm, RMSNorm, ...)."""
+    norms = anatomy(model).norm_classes
     found = []
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
-            if name == "bias" or isinstance(module, nn.LayerNorm):
+            if name == "bias" or isinstance(module, norms):
                 found.append(p)
     return found
 
@@ -28,13 +30,13 @@ def bias_and_norm_parameters(model: nn.Module) -> list[nn.Parameter]:
 @register("bitfit")
 @dataclass
 class BitFit(Strategy):
-    """Only biases, LayerNorm parameters and the classification head train."""
+    """Only biases, norm parameters and the classification head train."""
 
-    summary = "only biases, LayerNorm parameters and the head train"
+    summary = "only biases, norm (LayerNorm/RMSNorm) parameters and the head train"
     lr_grid = (3e-4, 1e-3, 3e-3)  # few parameters move: they want larger steps than full fine-tuning
 
     def configure(self, model: nn.Module, plan: TrainPlan) -> None:
         for p in model.parameters():
             p.requires_grad = False
-        for p in bias_and_norm_parameters(model) + head_parameters(model):
+        for p in bias_and_norm_parameters(model) + anatomy(model).head_parameters():
             p.requires_grad = True

@@ -2,16 +2,15 @@
 
 `freezeN` keeps the embeddings trainable, as the reference notebook does; `emb` freezes them too. With the
 embeddings and layers 0..N-1 frozen, the prefix cache computes their output once (see training/prefix_cache).
+Layers count in depth order through the whole model (models.anatomy): an encoder-decoder's encoder first.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import nn
 
-from ..errors import UserError
-from ..models.layers import embedding_modules, encoder_layers, head_parameters
+from ..models.anatomy import anatomy
 from .base import Strategy, TrainPlan, register
 
 register("full")(Strategy)
@@ -23,17 +22,10 @@ def freeze(modules) -> None:
             p.requires_grad = False
 
 
-def _check_layers(model: nn.Module, n: int, what: str) -> nn.ModuleList:
-    layers = encoder_layers(model)
-    if n > len(layers):
-        raise UserError(f"{what}{n} asks for more than the model's {len(layers)} encoder layers: use 0..{len(layers)}")
-    return layers
-
-
 @register("freeze")
 @dataclass
 class FreezeBottom(Strategy):
-    """Freeze encoder layers 0..N-1 (the embeddings stay trainable unless `emb` is added)."""
+    """Freeze layers 0..N-1 (blocks in depth order; the embeddings stay trainable unless `emb` is added)."""
 
     layers: int
     stage = "restriction"
@@ -45,8 +37,11 @@ class FreezeBottom(Strategy):
         if self.layers < 0:
             raise ValueError(f"freeze needs a number of layers >= 0, got {self.layers}")
 
+    def check(self, anatomy, frozen_bottom=0):
+        anatomy.check_count(self.layers, "freeze")
+
     def restrict(self, model, plan):
-        freeze(_check_layers(model, self.layers, "freeze")[: self.layers])
+        freeze(m for block in anatomy(model).blocks[: self.layers] for m in block.modules)
 
     def frozen_bottom(self) -> int:
         return self.layers
@@ -63,8 +58,11 @@ class FreezeEmbeddings(Strategy):
     stage = "restriction"
     summary = "the embeddings frozen"
 
+    def check(self, anatomy, frozen_bottom=0):
+        anatomy.require_embeddings("emb")
+
     def restrict(self, model, plan):
-        freeze(embedding_modules(model))
+        freeze(anatomy(model).embeddings)
 
 
 @register("head")
@@ -78,14 +76,14 @@ class HeadOnly(Strategy):
     def configure(self, model, plan):
         for p in model.parameters():
             p.requires_grad = False
-        for p in head_parameters(model):
+        for p in anatomy(model).head_parameters():
             p.requires_grad = True
 
 
 @register("top")
 @dataclass
 class TopLayers(Strategy):
-    """Only the top N encoder layers and the head train."""
+    """Only the top N layers (blocks in depth order) and the head train."""
 
     layers: int
     positional = "layers"
@@ -96,11 +94,14 @@ class TopLayers(Strategy):
         if self.layers < 0:
             raise ValueError(f"top needs a number of layers >= 0, got {self.layers}")
 
+    def check(self, anatomy, frozen_bottom=0):
+        anatomy.check_count(self.layers, "top")
+
     def configure(self, model, plan):
-        layers = _check_layers(model, self.layers, "top")
+        blocks = anatomy(model).blocks
         HeadOnly().configure(model, plan)
-        for layer in list(layers)[len(layers) - self.layers:]:
-            for p in layer.parameters():
+        for block in blocks[len(blocks) - self.layers:]:
+            for p in block.parameters():
                 p.requires_grad = True
 
     def spec(self) -> str:

@@ -1,14 +1,17 @@
 """LoRA (Hu et al., 2021) through peft: low-rank adapters on the attention query and value projections.
 
-peft injects the adapters into the transformers model in place (`inject_adapter_in_model`), so the model keeps
-its class and its attribute paths, which the layer finder and the prefix cache rely on. The head (everything
-outside the encoder) trains whole, as peft's `modules_to_save`, so that it is part of the adapter too.
+peft's `get_peft_model` injects the adapters into the transformers model in place and returns a `PeftModel`
+around it; training goes on with the model itself, which keeps its class and its attribute paths (the anatomy
+and the prefix cache rely on them), while the strategy keeps the `PeftModel` for peft's own `save_pretrained`
+(the adapter) and `merge_and_unload` (the saved model). The head (everything outside the base model) trains whole,
+as peft's `modules_to_save`, so that it is part of the adapter too.
 
-Options: `lora:r=8,alpha=16,dropout=0.1,targets=auto`. `targets` names the Linear layers to adapt inside each
-encoder layer by their last name, joined with `/` (`+` already joins strategies, `,` options):
-`lora:targets=query/key/value`. `auto` picks the attention query and value projections of BERT, RoBERTa,
-XLM-R and ELECTRA (`query`, `value`) and DistilBERT (`q_lin`, `v_lin`); `all` every Linear layer of the encoder
-layers (attention and feed-forward, as peft's `all-linear`; the head trains whole anyway).
+Options: `lora:r=8,alpha=16,dropout=0.1,targets=auto`. `targets` names the linear layers to adapt inside each
+block by their last name, joined with `/` (`+` already joins strategies, `,` options): `lora:targets=query/key/value`.
+`auto` picks the family's attention query and value projections (models.anatomy: `query`/`value` in BERT,
+RoBERTa, XLM-R and ELECTRA, `q_lin`/`v_lin` in DistilBERT, `c_attn` in GPT-2, `q_proj`/`v_proj` in Llama-likes);
+`all` every linear layer of the blocks (attention and feed-forward, as peft's `all-linear`; the head trains whole
+anyway). GPT-2's Conv1D layers count as linear layers.
 
 With a restriction such as `freeze6+lora`, adapters go on layers 6.. only, so the embeddings and layers 0..5
 never change and the prefix cache computes their output once. Before saving, the adapters are merged into the
@@ -19,26 +22,24 @@ over the base model.
 
 from __future__ import annotations
 
-import copy
 import importlib.util
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
 from ..errors import UserError
-from ..models.layers import encoder_layers
+from ..models.anatomy import LINEAR_CLASSES, Anatomy, anatomy
 from .base import Strategy, TrainPlan, register
 
 ADAPTER = "default"  # peft's adapter name; the only adapter we inject
-AUTO_TARGETS = (("query", "value"), ("q_lin", "v_lin"), ("q_proj", "v_proj"))
-"""Attention query/value projections by family: BERT/RoBERTa/XLM-R/ELECTRA, DistilBERT, others."""
 
 
 @register("lora")
 @dataclass
 class LoRA(Strategy):
-    """Low-rank adapters on chosen Linear layers of the encoder (query and value by default), plus the head."""
+    """Low-rank adapters on chosen linear layers of the blocks (query and value by default), plus the head."""
 
     r: int = 8
     alpha: int = 16
@@ -63,97 +64,83 @@ class LoRA(Strategy):
         # Checked here, at parse time, so a missing extra fails before any slow work.
         if importlib.util.find_spec("peft") is None:
             raise UserError("strategy lora needs the peft package: pip install 'freezetune[lora]'")
+        self._peft = None  # the PeftModel around the configured model (configure)
+
+    def check(self, anatomy: Anatomy, frozen_bottom: int = 0) -> None:
+        _adapted_blocks(anatomy, frozen_bottom)
+        _target_leaves(anatomy, self.targets, frozen_bottom)
 
     def configure(self, model: nn.Module, plan: TrainPlan) -> None:
-        from peft import LoraConfig, inject_adapter_in_model
+        from peft import LoraConfig, get_peft_model
 
         for p in model.parameters():
             p.requires_grad = False
+        body = anatomy(model)
+        targets = target_modules(model, self.targets, plan.frozen_bottom)
         config = LoraConfig(
             r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, task_type="SEQ_CLS",
-            target_modules=target_modules(model, self.targets, plan.frozen_bottom),
-            modules_to_save=head_modules(model),
+            target_modules=targets, modules_to_save=[name for name, _ in body.head],
+            # GPT-2's Conv1D stores its weight transposed; peft must be told (it would warn and guess).
+            fan_in_fan_out=any(isinstance(model.get_submodule(t), LINEAR_CLASSES[1:]) for t in targets),
         )
-        # peft leaves only the adapters and (a trainable copy of) the head modules trainable.
-        inject_adapter_in_model(config, model, adapter_name=ADAPTER)
+        # In place: `model` now holds the adapters and a trainable copy of the head, and only those train. The
+        # PeftModel around it is kept for saving and merging with peft's own code.
+        with warnings.catch_warnings():
+            # peft asks transformers' deprecated `is_gradient_checkpointing`: a warning about peft, not the user's run.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+            self._peft = get_peft_model(model, config, adapter_name=ADAPTER)
 
     def save_extras(self, model: nn.Module, folder, keep_adapter: bool = False) -> None:
         """With `keep_adapter`, write the adapter (LoRA weights and head) alone into `folder/adapter/`."""
-        if not keep_adapter:
-            return
-        from peft.utils import SAFETENSORS_WEIGHTS_NAME, get_peft_model_state_dict
-        from safetensors.torch import save_file
-
-        target = Path(folder) / "adapter"
-        config = copy.copy(model.peft_config[ADAPTER])
-        config.base_model_name_or_path = model.name_or_path
-        config.save_pretrained(target)
-        weights = get_peft_model_state_dict(model, adapter_name=ADAPTER)
-        # The keys as `PeftModel.save_pretrained` writes them: relative to the PeftModel wrapping the model.
-        save_file({f"base_model.model.{k}": v.detach().contiguous() for k, v in weights.items()},
-                  target / SAFETENSORS_WEIGHTS_NAME, metadata={"format": "pt"})
+        if keep_adapter:
+            self._peft.save_pretrained(Path(folder) / "adapter", selected_adapters=[ADAPTER])
 
     def finalize(self, model: nn.Module) -> nn.Module:
-        return merge_and_unload(model)
+        """The adapters merged into the weights and the trained head in place of the original: a plain model
+        with the original state_dict keys (peft's merge_and_unload)."""
+        peft_model = self._peft
+        if peft_model is None or peft_model.base_model.model is not model:
+            raise ValueError("LoRA.finalize needs the model this strategy configured")
+        self._peft = None
+        return peft_model.merge_and_unload()
+
+
+def _adapted_blocks(body: Anatomy, first_layer: int):
+    """The blocks that get adapters: those above the frozen bottom."""
+    blocks = body.require_blocks("lora")
+    if first_layer >= len(blocks):
+        raise UserError(f"strategy lora: all {body.describe_depth()} are frozen, none is left for adapters: "
+                        f"freeze fewer layers (at most {len(blocks) - 1}), or use the strategy head")
+    return blocks[first_layer:]
 
 
 def target_modules(model: nn.Module, targets: str, first_layer: int) -> list[str]:
-    """Full names of the Linear layers to adapt, in encoder layers `first_layer`.. (the ones that train)."""
-    layers = encoder_layers(model)
-    if first_layer >= len(layers):
-        raise UserError(f"strategy lora: all {len(layers)} encoder layers are frozen, none is left for adapters: "
-                        "freeze fewer layers, or use the strategy head")
-    wanted = _target_leaves(layers[0], targets, model.config.model_type)
+    """Full names of the linear layers to adapt, in blocks `first_layer`.. (the ones that train)."""
+    body = anatomy(model)
+    blocks = _adapted_blocks(body, first_layer)
+    wanted = _target_leaves(body, targets, first_layer)
     full_name = {id(module): name for name, module in model.named_modules()}
-    return [f"{full_name[id(layer)]}.{name}"
-            for layer in list(layers)[first_layer:]
-            for name, module in layer.named_modules()
-            if isinstance(module, nn.Linear) and name.rpartition(".")[2] in wanted]
+    return [f"{full_name[id(block.module)]}.{name}"
+            for block in blocks
+            for name, module in block.module.named_modules()
+            if isinstance(module, LINEAR_CLASSES) and name.rpartition(".")[2] in wanted]
 
 
-def _target_leaves(layer: nn.Module, targets: str, model_type: str) -> set[str]:
-    """The last names of the Linear layers to adapt, checked against an encoder layer."""
-    available = sorted({name.rpartition(".")[2] for name, m in layer.named_modules() if isinstance(m, nn.Linear)})
+def _target_leaves(body: Anatomy, targets: str, first_layer: int) -> set[str]:
+    """The last names of the linear layers to adapt, checked against the blocks that get adapters."""
+    available = sorted({name.rpartition(".")[2] for block in _adapted_blocks(body, first_layer)
+                        for name, m in block.module.named_modules() if isinstance(m, LINEAR_CLASSES)})
     if targets == "all":
         return set(available)
     if targets == "auto":
-        for pair in AUTO_TARGETS:
-            if set(pair) <= set(available):
-                return set(pair)
-        raise UserError(f"strategy lora: no attention query/value layers found in model type '{model_type}': "
+        if body.lora_targets and set(body.lora_targets) <= set(available):
+            return set(body.lora_targets)
+        raise UserError(f"strategy lora: no attention query/value layers found in model type '{body.model_type}': "
                         f"name them with lora:targets=NAME/NAME, from {'/'.join(available)}, or use targets=all")
     wanted = set(targets.split("/"))
     missing = sorted(wanted - set(available))
     if missing:
-        raise UserError(f"strategy lora: the encoder layers of '{model_type}' have no Linear layer named "
+        raise UserError(f"strategy lora: the layers of '{body.model_type}' have no Linear layer named "
                         f"{', '.join(missing)}: choose targets from {'/'.join(available)}, or targets=all (every one) "
                         "or targets=auto (query/value)")
     return wanted
-
-
-def head_modules(model: nn.Module) -> list[str]:
-    """The model's top-level modules outside the encoder that hold parameters: the head, trained whole."""
-    return [name for name, child in model.named_children()
-            if child is not model.base_model and next(child.parameters(), None) is not None]
-
-
-def merge_and_unload(model: nn.Module) -> nn.Module:
-    """Merge the adapters into the weights and put the plain modules back, as peft's `merge_and_unload` does.
-
-    The head's trained copy replaces the original head. The result has the original state_dict keys.
-    """
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    for name, module in list(model.named_modules()):  # a snapshot: wrappers come before their insides
-        if hasattr(module, "unload_and_optionally_merge_module"):  # the head wrapper (modules_to_save)
-            plain = module.unload_and_optionally_merge_module(merge=True, safe_merge=False, adapter_names=None)
-        elif isinstance(module, BaseTunerLayer):  # a LoRA layer
-            module.merge()
-            plain = module.get_base_layer()
-        else:
-            continue
-        parent, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent), attr, plain)
-    if hasattr(model, "peft_config"):
-        del model.peft_config
-    return model

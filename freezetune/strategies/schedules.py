@@ -14,14 +14,15 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..models.layers import embedding_modules, encoder_layers
+from ..models.anatomy import anatomy
 from .base import Strategy, TrainPlan, register
 
 
 @register("llrd")
 @dataclass
 class LayerwiseDecay(Strategy):
-    """Every parameter trains; encoder layer i of L (1-based) at lr * decay**(L - i), embeddings at lr * decay**L."""
+    """Every parameter trains; layer i of L (1-based, blocks in depth order) at lr * decay**(L - i), embeddings at
+    lr * decay**L."""
 
     decay: float = 0.9
     positional = "decay"
@@ -31,16 +32,20 @@ class LayerwiseDecay(Strategy):
         if not 0 < self.decay <= 1:
             raise ValueError(f"llrd needs 0 < decay <= 1, got {self.decay:g}")
 
+    def check(self, anatomy, frozen_bottom=0):
+        anatomy.require_blocks(self.spec())
+        anatomy.require_embeddings(self.spec())
+
     def parameter_groups(self, model: nn.Module, params: list[nn.Parameter], lr: float) -> list[dict]:
         """One group per learning rate over `params`; anything outside the embeddings and layers gets `lr`.
 
         Parameters are placed by the module that holds them, not by name, so a module swapped in for training
         (e.g. the compact word embedding) keeps its depth. Call this before the prefix cache cuts the layer list.
         """
-        layers = encoder_layers(model)
-        depth = {id(p): len(layers) for module in embedding_modules(model) for p in module.parameters()}
-        for i, layer in enumerate(layers, start=1):
-            depth.update((id(p), len(layers) - i) for p in layer.parameters())
+        body = anatomy(model)
+        depth = {id(p): body.depth for module in body.embeddings for p in module.parameters()}
+        for i, block in enumerate(body.blocks, start=1):
+            depth.update((id(p), body.depth - i) for p in block.parameters())
         groups: dict[int, list[nn.Parameter]] = {}
         for p in params:
             groups.setdefault(depth.get(id(p), 0), []).append(p)
@@ -50,7 +55,7 @@ class LayerwiseDecay(Strategy):
 @register("gradual")
 @dataclass
 class GradualUnfreezing(Strategy):
-    """The head first, then one more encoder layer from the top every `epochs` epochs or `steps` steps.
+    """The head first, then one more layer (block) from the top every `epochs` epochs or `steps` steps.
 
     Unfreezing order: layer L-1, L-2, ..., 0, then the embeddings; each step gives back what the method trains
     there (all of it, or its LoRA adapters, or its biases). The run's length (the plan) bounds the schedule: what
@@ -74,8 +79,13 @@ class GradualUnfreezing(Strategy):
         self._blocks: list[list[nn.Parameter]] = []  # what each unfreezing gives back, top layer first
         self._reached = 0  # how many blocks unfreeze within the run
 
+    def check(self, anatomy, frozen_bottom=0):
+        anatomy.require_blocks(self.spec())
+        anatomy.require_embeddings(self.spec())
+
     def restrict(self, model: nn.Module, plan: TrainPlan) -> None:
-        modules = [[layer] for layer in reversed(encoder_layers(model))] + [embedding_modules(model)]
+        body = anatomy(model)
+        modules = [list(block.modules) for block in reversed(body.blocks)] + [list(body.embeddings)]
         self._blocks = [[p for m in block for p in m.parameters() if p.requires_grad] for block in modules]
         for block in self._blocks:
             for p in block:

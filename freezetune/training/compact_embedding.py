@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..models.anatomy import anatomy
+
 
 class CompactEmbedding(nn.Module):
     """An `nn.Embedding` whose trainable part is only the rows listed in `rows`."""
@@ -45,11 +47,13 @@ def seen_token_ids(features: list[dict]) -> torch.Tensor:
 def compact_word_embeddings(model: nn.Module, features: list[dict], weight_decay: float):
     """Context: train only the word-embedding rows the data uses; written back into the model on exit.
 
-    Does nothing when the word embeddings are frozen, or with weight decay (untouched rows would then
-    decay in dense training, so the two would differ).
+    Does nothing when the word embeddings are frozen, with weight decay (untouched rows would then decay in
+    dense training, so the two would differ), or on a family whose anatomy does not list this fast path (tied or
+    shared embeddings, e.g. an encoder-decoder's, need their own care).
     """
     full = model.get_input_embeddings()
-    if weight_decay != 0 or not isinstance(full, nn.Embedding) or not full.weight.requires_grad:
+    if (weight_decay != 0 or not anatomy(model).compact_embeddings or not isinstance(full, nn.Embedding)
+            or not full.weight.requires_grad):
         yield None
         return
     compact = CompactEmbedding(full, seen_token_ids(features).to(full.weight.device))

@@ -4,10 +4,11 @@ So we compute the hidden states entering layer N once per example (in eval mode)
 later steps run only layers N.. and the head, and backprop stops at layer N. The price, unlike the
 reference notebook: no dropout inside the frozen layers (they always run in eval mode).
 
-How many layers are frozen is the strategy's business (`strategies.frozen_prefix`); this module only runs them.
-The trick is generic across BERT-like encoders: while training, the model's embeddings are swapped for
-a pass-through that returns the cached states (fed as `inputs_embeds`) and its layer list is cut to the
-layers that train. `top_only` undoes both, so the model is saved whole.
+How many layers are frozen is the strategy's business (`strategies.frozen_prefix`); this module only runs them,
+on the families whose anatomy says the prefix cache applies (models.anatomy: one stack of blocks, no final norm,
+embeddings that take `inputs_embeds`). While training, the model's embeddings are swapped for a pass-through that
+returns the cached states (fed as `inputs_embeds`) and its block list is cut to the blocks that train. `top_only`
+undoes both, so the model is saved whole.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import contextlib
 import torch
 from torch import nn
 
-from ..models.layers import encoder_layers, layer_stack
+from ..models.anatomy import anatomy, replace_module
 from ..precision import autocast
 
 TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids")
-"""What the tokenizer gives an example; the other keys of a training example are for the loss."""
+"""What a tokenizer gives an example; the other keys of a training example are for the loss. Which of them the
+model reads is its anatomy's `inputs`."""
 
 
 class _PassThroughEmbeddings(nn.Module):
@@ -31,30 +33,38 @@ class _PassThroughEmbeddings(nn.Module):
         return inputs_embeds
 
 
+def _blocks(model: nn.Module) -> tuple[str, list[nn.Module]]:
+    """The path of the model's one block list (relative to its base model) and its blocks."""
+    body = anatomy(model)
+    if not body.prefix_cache:
+        raise ValueError(f"the prefix cache does not apply to model type '{body.model_type}' (see models.anatomy)")
+    (path,) = body.stack_paths
+    return path, [block.module for block in body.blocks]
+
+
 @contextlib.contextmanager
-def _swapped(model: nn.Module, layers: nn.ModuleList, embeddings: bool):
-    """Temporarily run only `layers`; with `embeddings`, also take `inputs_embeds` as the layer input."""
-    base = model.base_model
-    owner, attr = layer_stack(model)
-    saved = {"layers": getattr(owner, attr), "embeddings": base.embeddings,
-             "project": getattr(base, "embeddings_project", None)}
-    setattr(owner, attr, layers)
+def _swapped(model: nn.Module, layers: list[nn.Module], embeddings: bool):
+    """Temporarily run only `layers`; with `embeddings`, also take `inputs_embeds` as the layer input.
+
+    The first embedding module turns `inputs_embeds` into the states entering the blocks; the others (ELECTRA's
+    projection) act on its output, so with cached states they pass them through unchanged.
+    """
+    base, body = model.base_model, anatomy(model)
+    path, _ = _blocks(model)
+    saved = {path: replace_module(base, path, nn.ModuleList(layers))}
     if embeddings:
-        base.embeddings = _PassThroughEmbeddings()
-        if saved["project"] is not None:
-            base.embeddings_project = nn.Identity()
+        for i, embedding in enumerate(body.embedding_paths):
+            saved[embedding] = replace_module(base, embedding, _PassThroughEmbeddings() if i == 0 else nn.Identity())
     try:
         yield model
     finally:
-        setattr(owner, attr, saved["layers"])
-        base.embeddings = saved["embeddings"]
-        if saved["project"] is not None:
-            base.embeddings_project = saved["project"]
+        for where, module in saved.items():
+            replace_module(base, where, module)
 
 
 def top_only(model: nn.Module, n: int):
-    """Context: the model runs layers n.. on cached `inputs_embeds` (see `encode_prefix`)."""
-    return _swapped(model, nn.ModuleList(list(encoder_layers(model))[n:]), embeddings=True)
+    """Context: the model runs blocks n.. on cached `inputs_embeds` (see `encode_prefix`)."""
+    return _swapped(model, _blocks(model)[1][n:], embeddings=True)
 
 
 @torch.inference_mode()
@@ -68,13 +78,13 @@ def encode_prefix(model: nn.Module, features: list[dict], n: int, batch_size: in
     model.eval()
     states: list[torch.Tensor | None] = [None] * len(features)
     order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
-    bottom = nn.ModuleList(list(encoder_layers(model))[:n])
+    inputs = anatomy(model).inputs
     device = next(model.parameters()).device
-    with _swapped(model, bottom, embeddings=False):
+    with _swapped(model, _blocks(model)[1][:n], embeddings=False):
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             width = max(len(features[i]["input_ids"]) for i in idx)
-            batch = {key: torch.zeros(len(idx), width, dtype=torch.long) for key in TOKEN_KEYS if key in features[idx[0]]}
+            batch = {key: torch.zeros(len(idx), width, dtype=torch.long) for key in inputs if key in features[idx[0]]}
             for row, i in enumerate(idx):
                 for key in batch:
                     values = features[i][key]
