@@ -19,7 +19,7 @@ from freezetune.errors import UserError
 
 METRICS_FILE = "metrics.json"  # the same file `train` writes; its presence marks a finished run
 BASELINES = ("lstm", "tfidf")
-DEFAULT_SWEEP = (0, 2, 4, 6, 8, 10, 12)
+DEFAULT_SWEEP_DEPTH = 12  # where the default sweep stops before the model's depth is known (BERT-base's 12 layers)
 
 
 @dataclass(frozen=True)
@@ -48,20 +48,25 @@ class StudyStrategy:
         return self.spec or self.name
 
 
-def parse_strategies(names: list[str]) -> list[StudyStrategy]:
-    """Parse all names (so a typo fails before any run), expand sweeps, drop duplicates such as freeze0 after full."""
+def parse_strategies(names: list[str], depth: int | None = None) -> list[StudyStrategy]:
+    """Parse all names (so a typo fails before any run), expand sweeps, drop duplicates such as freeze0 after full.
+
+    `depth`: the model's number of blocks (models.anatomy), once known: the default sweep stops there. Without it
+    (names only) the default sweep assumes BERT-base's 12 layers. Whether each strategy fits the model (a sweep
+    point past its depth, say) is the strategy's own check (`strategies.check_fits`), which `compare` runs.
+    """
     unique: dict[str, StudyStrategy] = {}
     for name in names:
-        for strategy in _expand(name.strip().lower()):
+        for strategy in _expand(name.strip().lower(), depth):
             unique.setdefault(strategy.name, strategy)
     return list(unique.values())
 
 
-def _expand(name: str) -> list[StudyStrategy]:
+def _expand(name: str, depth: int | None) -> list[StudyStrategy]:
     if name in BASELINES:
         return [StudyStrategy(name)]
     if name == "sweep" or name.startswith("sweep:"):
-        return [_study_strategy(f"freeze{n}") for n in _sweep_points(name)]
+        return [_study_strategy(f"freeze{n}") for n in _sweep_points(name, depth)]
     return [_study_strategy(name)]
 
 
@@ -128,10 +133,12 @@ def parse_recipe(text: str) -> tuple[str, tuple[tuple[str, str | float], ...]]:
     return name, tuple(overrides.items())
 
 
-def _sweep_points(name: str) -> list[int]:
+def _sweep_points(name: str, depth: int | None) -> list[int]:
+    """The sweep's numbers of frozen layers: every second one from 0 up to the depth, the depth included."""
     text = name.partition(":")[2]
     if not text:
-        return list(DEFAULT_SWEEP)
+        last = DEFAULT_SWEEP_DEPTH if depth is None else depth
+        return sorted(set(range(0, last + 1, 2)) | {last})
     try:
         points = [int(p) for p in text.replace("/", ",").split(",") if p.strip()]
     except ValueError:

@@ -42,7 +42,7 @@ def compare(options: CompareOptions) -> Path:
     out = _check_output_location(options)
     splits = load_splits(options.data, options.text_column, options.label_column, SPLIT_SEED, options.validation_fraction)
     if any(not strategy.is_baseline for strategy in strategies):
-        _check_model_loads(options.model)
+        strategies = _check_against_model(options, splits.label_names)
         check_teachers(options.distill_from, splits.label_names)  # before any run, baselines included
     with output_lock(out), open_executor(options) as executor:  # before the folder is touched: Ray may be unreachable
         _prepare_output(out, options)
@@ -110,12 +110,20 @@ def _check_output_location(options: CompareOptions) -> Path:
     return check_writable(options.output_dir)
 
 
-def _check_model_loads(model: str) -> None:
-    """The tokenizer and config of the transformer runs' model load (cheap: no weights)."""
+def _check_against_model(options: CompareOptions, label_names: list[str]) -> list[StudyStrategy]:
+    """The study's strategies, checked against the model before any run: its tokenizer and config load (cheap: no
+    weights), the default sweep stops at its depth, and every strategy fits it (freezeN, topN, LoRA targets)."""
     from freezetune.models import load_config, load_tokenizer
+    from freezetune.models.anatomy import anatomy, skeleton
+    from freezetune.strategies import check_fits, parse_strategy
 
-    load_tokenizer(model)
-    load_config(model)
+    load_tokenizer(options.model)
+    body = anatomy(skeleton(load_config(options.model, num_labels=len(label_names))))  # on the meta device
+    strategies = with_recipes(parse_strategies(options.strategies, body.depth), options.recipes)
+    for strategy in strategies:
+        if not strategy.is_baseline:
+            check_fits(parse_strategy(strategy.training_strategy), body)
+    return strategies
 
 
 def _prepare_output(out: Path, options: CompareOptions) -> None:
