@@ -6,6 +6,7 @@ Bad input raises `UserError` anywhere below; here it becomes one line on stderr 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -22,6 +23,7 @@ from .serve.options import add_serve_arguments
 
 EXIT_USAGE = 2
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process killed by it
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what `yes | head` reports for `yes`
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser, data_default: str | None = DEFAULT_DATA) -> None:
@@ -175,12 +177,15 @@ def _check_prediction_output(args) -> Path | None:
 
 
 def cmd_predict(args) -> None:
+    from .outputs import one_line
+
     output = _check_prediction_output(args)
     texts, _ = _read_texts(args)
     results = _predictor(args).predict(texts)
-    if output is None:
+    if output is None:  # one line per text: a text's own line breaks and tabs escaped (JSON escapes its own)
         for row in results:
-            print(json.dumps(row, ensure_ascii=False) if args.json else f"{row['label']}\t{row['probability']:.4f}\t{row['text']}")
+            print(json.dumps(row, ensure_ascii=False) if args.json
+                  else f"{one_line(row['label'])}\t{row['probability']:.4f}\t{one_line(row['text'])}")
         return
     import pandas as pd
 
@@ -192,6 +197,7 @@ def cmd_predict(args) -> None:
         text = frame.assign(**safe).to_csv(index=False)
     else:
         text = frame.to_json(orient="records", lines=True, force_ascii=False)
+    output.parent.mkdir(parents=True, exist_ok=True)  # as train does for --output-dir (checked writable first)
     write_text_atomic(output, text)
     print(f"wrote {len(results)} predictions to {output}", file=sys.stderr)
 
@@ -357,6 +363,11 @@ def main(argv: list[str] | None = None) -> int:
         elif rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         args.func(args)
+        sys.stdout.flush()  # now, not at exit: a reader gone away is the BrokenPipeError below, not a message at exit
+    except BrokenPipeError:  # the reader of stdout stopped (`predict ... | head`): stop quietly, as Unix tools do
+        with contextlib.suppress(OSError, ValueError):  # nothing more reaches it, not even Python's flush at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except UserError as exc:
         print(f"freezetune: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

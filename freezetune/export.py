@@ -1,7 +1,8 @@
 """Export a trained output folder to ONNX (float32, optionally also int8) for CPU inference without PyTorch.
 
 The exported folder holds what `OnnxPredictor` needs: model.onnx (and model.int8.onnx), the tokenizer files,
-config.json (for id2label), run_config.json (for the trained max length) and metrics.json (for `serve`'s /info).
+config.json (for id2label), run_config.json (for the trained max length), metrics.json (for `serve`'s /info) and
+export.json (what was exported, how: it marks the folder as an export, which `--overwrite` may replace).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .outputs import check_not_input, check_output_dir, output_lock, staged_output_dir
+from .outputs import EXPORT_MARKER, check_not_input, check_output_dir, output_lock, staged_output_dir, write_json_atomic
 
 MODEL_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
 COPIED_FILES = ("config.json", "run_config.json", "metrics.json")  # metrics: for `serve`'s /info
@@ -74,6 +75,8 @@ def export_onnx(model_dir: str, output_dir: str, int8: bool = False, overwrite: 
             for name in COPIED_FILES:
                 if (source / name).is_file():
                     shutil.copy2(source / name, stage / name)
+            write_json_atomic(stage / EXPORT_MARKER, {"format": "onnx", "opset": OPSET, "int8": int8,
+                                                      "model": str(source)})
     return Path(output_dir)
 
 

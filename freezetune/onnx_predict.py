@@ -24,7 +24,8 @@ class OnnxPredictor(BatchedClassifier):
         folder = Path(model_dir)
         model_file = folder / (INT8_FILE if int8 else MODEL_FILE)
         if not folder.is_dir():
-            raise UserError(f"--model {folder} not found: pass a folder written by `freezetune export`")
+            what = "is a file, not a folder" if folder.exists() else "not found"
+            raise UserError(f"--model {folder} {what}: pass a folder written by `freezetune export`")
         if not model_file.is_file():
             flags = " --int8" if int8 else ""
             raise UserError(f"{folder} has no {model_file.name}: run `freezetune export --model {folder} --format onnx{flags} "
@@ -36,10 +37,39 @@ class OnnxPredictor(BatchedClassifier):
         # so the two compare fairly; one inter-op thread because the graph is a single chain.
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        self.session = _session(ort, model_file, options)
         self.input_names = [i.name for i in self.session.get_inputs()]
-        id2label = json.loads((folder / "config.json").read_text(encoding="utf-8"))["id2label"]
-        self.label_names = [id2label[str(i)] for i in range(len(id2label))]
+        self.label_names = _label_names(folder / "config.json", model_file, self.session.get_outputs()[0].shape[-1])
 
     def _logits(self, batch) -> np.ndarray:
         return self.session.run(["logits"], {name: batch[name] for name in self.input_names})[0]
+
+
+def _reexport(model_file: Path) -> str:
+    flags = " --int8" if model_file.name == INT8_FILE else ""
+    return (f"export it again (`freezetune export --model TRAINED_DIR{flags} --output-dir {model_file.parent} "
+            "--overwrite`) and predict or serve with --backend onnx")
+
+
+def _session(ort, model_file: Path, options):
+    """ONNX Runtime's session of `model_file`; a damaged file (cut short, overwritten) is a one-line error."""
+    try:
+        return ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own classes (InvalidProtobuf, Fail, ...) derive from Exception only
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise UserError(f"cannot load {model_file}: it is damaged or not an ONNX model ({first}): "
+                        f"{_reexport(model_file)}") from None
+
+
+def _label_names(config_file: Path, model_file: Path, outputs) -> list[str]:
+    """The labels of config.json's id2label, which must name each of `model_file`'s `outputs` (its logits' width)."""
+    try:
+        id2label = json.loads(config_file.read_text(encoding="utf-8"))["id2label"]
+        names = [id2label[str(i)] for i in range(len(id2label))]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"cannot read the labels from {config_file} ({type(exc).__name__}: {exc}): "
+                        f"{_reexport(model_file)}") from None
+    if isinstance(outputs, int) and outputs != len(names):
+        raise UserError(f"{config_file} names {len(names)} labels but {model_file} has {outputs} "
+                        f"outputs: restore config.json as export wrote it, or {_reexport(model_file)}")
+    return names

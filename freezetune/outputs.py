@@ -28,12 +28,19 @@ HOST = socket.gethostname()
 _OWNER = re.compile(r"(\d+)@(.+)-[a-z0-9_]+")
 
 
+def output_path(path: str | os.PathLike) -> Path:
+    """`path` as outputs use it (its name, its parent): `~` expanded, and a path ending in `.` or `..` (`.`, `a/..`,
+    `/`) resolved, as its own name and parent are not those of the folder it names."""
+    out = Path(path).expanduser()
+    return out.resolve() if out.name in ("", "..") else out
+
+
 def check_writable(path: str | os.PathLike, flag: str = "--output-dir") -> Path:
     """Refuse a `path` that cannot be created: probe the nearest existing folder above it with a file.
 
     Catches a read-only disk, a folder without write permission and a path under a regular file.
     """
-    out = Path(path).expanduser()
+    out = output_path(path)
     existing = out.absolute().parent
     while not existing.exists():  # the folders that would be created on the way
         existing = existing.parent
@@ -48,14 +55,58 @@ def check_writable(path: str | os.PathLike, flag: str = "--output-dir") -> Path:
     return out
 
 
+# What marks a folder as one freezetune wrote, which `--overwrite` may replace: a training run's files (train, and
+# each run of compare or of `--lr auto`), or an export's model beside its marker. Exports from before the marker
+# are recognised by model.onnx beside the run_config.json they copied from the trained folder.
+RUN_FILES = ("metrics.json", "run_config.json")
+EXPORT_MARKER = "export.json"
+EXPORT_FILES = (("model.onnx", EXPORT_MARKER), ("model.onnx", "run_config.json"))
+FOREIGN = "a folder freezetune did not write"
+
+
+def describe_output(folder: str | os.PathLike) -> str:
+    """What an existing output folder holds, as error messages say it: "an export", "a finished run", "an empty
+    folder", or "a folder freezetune did not write" (the only kind `--overwrite` refuses to replace)."""
+    folder = Path(folder)
+    has = lambda names: all((folder / name).is_file() for name in names)  # noqa: E731
+    if any(has(files) for files in EXPORT_FILES):  # before RUN_FILES: an export copies a run's files too
+        return "an export"
+    if has(RUN_FILES):
+        return "a finished run"
+    if not any(folder.iterdir()):
+        return "an empty folder"
+    return FOREIGN
+
+
 def check_output_dir(path: str | os.PathLike, overwrite: bool, flag: str = "--output-dir") -> Path:
-    """Refuse an existing output unless `overwrite`, and an unwritable one; called before any work so nothing is lost."""
-    out = Path(path).expanduser()
+    """Refuse an existing output unless `overwrite`, one that --overwrite may not or cannot replace, and an
+    unwritable one; called before any work so nothing is lost."""
+    out = output_path(path)
     if out.exists() and not overwrite:
         raise UserError(f"output directory {out} already exists: choose another {flag} or pass --overwrite")
     if out.exists() and not out.is_dir():
         raise UserError(f"output path {out} exists and is not a directory: choose another {flag}")
+    if out.exists():
+        _check_replaceable(out, flag)
     return check_writable(out, flag)
+
+
+def _check_replaceable(out: Path, flag: str) -> None:
+    """An existing `out` is replaced by renaming it away and the new folder into its place (staged_output_dir):
+    refuse, before any work, a folder that cannot be renamed or that is not a freezetune output."""
+    real, cwd = out.resolve(), Path.cwd().resolve()
+    if real == cwd or real in cwd.parents:
+        where = "the current folder" if real == cwd else f"a folder above the current folder {cwd}"
+        raise UserError(f"{flag} {out} is {where}, which cannot be replaced while in use: "
+                        f"choose a new folder for {flag}")
+    if os.path.ismount(real):
+        raise UserError(f"{flag} {out} is a mount point, which cannot be replaced: choose a new folder inside it")
+    if not os.access(real, os.W_OK | os.X_OK):  # moving a folder rewrites its `..` entry
+        raise UserError(f"{flag} {out}: no permission to replace this folder: choose another {flag}")
+    what = describe_output(out)
+    if what == FOREIGN:
+        raise UserError(f"{flag} {out} is {what} (neither a run with {' and '.join(RUN_FILES)} nor an export with "
+                        f"{' and '.join(EXPORT_FILES[0])}); --overwrite would delete its files: choose another {flag}")
 
 
 def check_not_input(output: str | os.PathLike, inputs: dict[str, str | os.PathLike | list | None],
@@ -137,7 +188,7 @@ def staged_output_dir(path: str | os.PathLike, overwrite: bool):
     (untouched) or the complete new one. A SIGKILL can leave a hidden `.name.partial-*` folder, never `path`;
     the next run into `path` removes it. Hold `output_lock(path)` around the whole run that computes it.
     """
-    out = Path(path).expanduser()
+    out = output_path(path)
     if out.parent.is_dir():
         _remove_stale_stages(out)
     out = check_output_dir(out, overwrite)
@@ -226,6 +277,16 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 def spreadsheet_safe(cell):
     """`cell` with a `'` in front if a spreadsheet would read it as a formula (the OWASP rule); else unchanged."""
     return f"'{cell}" if isinstance(cell, str) and cell.startswith(FORMULA_START) else cell
+
+
+# Plain text output is one line per text, its fields separated by tabs: a field's own line breaks and tabs are
+# written as the escapes \n, \r, \t (and a backslash as \\), so line N is text N and the text reads back whole.
+_LINE_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def one_line(field: str) -> str:
+    """`field` with backslash, newline, carriage return and tab escaped: one line, no tab (see _LINE_ESCAPES)."""
+    return str(field).translate(_LINE_ESCAPES)
 
 
 def write_json_atomic(path: str | os.PathLike, data) -> None:

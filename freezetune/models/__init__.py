@@ -33,6 +33,7 @@ def _load(loader, name: str, **kwargs):
     from safetensors import SafetensorError
 
     source = resolve_model(name)
+    _check_local_path(source)
     try:
         return loader(source, **kwargs)
     except UserError:
@@ -40,6 +41,13 @@ def _load(loader, name: str, **kwargs):
     except SafetensorError as exc:  # a damaged or truncated model.safetensors
         raise UserError(f"cannot load model from {source}: its weights file is damaged ({_first_line(exc)}): "
                         "copy or train the model again") from exc
+    except RuntimeError as exc:
+        if "mismatch" not in str(exc):  # transformers: "size mismatch for ..." / "... ignore_mismatched_sizes ..."
+            raise
+        raise UserError(f"cannot load model from {source}: {Path(source) / 'config.json'} disagrees with the weights "
+                        "beside it (a layer of another size, e.g. id2label with another number of labels than the "
+                        "head has outputs): restore config.json as training wrote it, or train the model again"
+                        ) from exc
     except pickle.UnpicklingError as exc:  # a .bin that is not plain tensors: torch.load(weights_only=True) refuses it
         raise UserError(f"cannot load model from {source}: its pytorch_model.bin holds more than weights (code or "
                         "objects) and was refused: use a model saved as safetensors from a source you trust") from exc
@@ -56,6 +64,24 @@ def _load(loader, name: str, **kwargs):
             "or has no such model; pass a downloaded model folder with --model PATH "
             "(or use the offline default builtin:multilingual-e5-small)"
         ) from exc
+
+
+def _check_local_path(source: str) -> None:
+    """A `--model` that is a local path and not a folder fails at once: the loaders would take it for a hub id and
+    retry the hub for half a minute first. Local: anything on disk, and whatever no hub id can be (`./x`, `a/b/c`)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return
+    if path.exists():
+        raise UserError(f"--model {source} is a file, not a model folder: pass the folder that holds it (config.json, "
+                        "weights, tokenizer), e.g. one written by `freezetune train`")
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        raise UserError(f"model folder {source} not found: pass an existing folder or a hub id with --model") from None
 
 
 def _first_line(exc: Exception) -> str:

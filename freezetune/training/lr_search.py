@@ -56,7 +56,8 @@ def train_with_lr_search(config: TrainConfig, splits: Splits | None = None, grid
         log.info("learning-rate search: chose %g by validation %s", best["lr"], config.metric)
         if is_main_process():  # under torchrun / accelerate the others wrote no candidate folder
             write_json_atomic(best["folder"] / METRICS_FILE, metrics)
-            if out.exists():  # --overwrite, checked above
+            if out.exists():  # --overwrite; checked again: the folder may have changed during the search
+                check_output_dir(out, config.overwrite)
                 shutil.rmtree(out)
             os.replace(best["folder"], out)
         return metrics

@@ -34,6 +34,7 @@ import logging
 import os
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
 import torch
@@ -42,6 +43,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..config import WHERE_AND_HOW, field_defaults
 from ..errors import UserError
+from ..outputs import FOREIGN, check_output_dir, describe_output, output_path
 
 RECORD_FILE, MARKER_FILE, TRAINER_STATE_FILE = "run.json", "freezetune.pt", "trainer_state.json"
 log = logging.getLogger("freezetune")
@@ -49,7 +51,7 @@ log = logging.getLogger("freezetune")
 
 def resume_dir(output_dir: str | os.PathLike) -> Path:
     """`.NAME.resume` beside the output folder: where a run into `output_dir` keeps its checkpoint."""
-    out = Path(output_dir).expanduser()
+    out = output_path(output_dir)
     return out.parent / f".{out.name}.resume"
 
 
@@ -90,11 +92,12 @@ class Checkpoints:
     @classmethod
     def open(cls, config) -> Checkpoints:
         """The checks that need no data, before any work: what `--resume` needs; that a fresh run loses no progress."""
-        out = Path(config.output_dir).expanduser()
+        out = output_path(config.output_dir)
         folder, options = resume_dir(out), run_defining(config)
         if config.resume:
             _check_resumable(out, folder, options, field_defaults(type(config)))
         elif config.overwrite or not resumable(out):  # start again; without a complete checkpoint nothing is lost
+            check_output_dir(out, config.overwrite)  # first: an output refused keeps the checkpoint beside it too
             shutil.rmtree(folder, ignore_errors=True)
         elif not out.exists():  # (an existing OUT is refused next, naming --overwrite)
             raise UserError(f"{out} has an unfinished run (its checkpoint {folder} is beside it): pass --resume to "
@@ -191,7 +194,11 @@ class _CompleteCheckpoint(TrainerCallback):
 def _check_resumable(out: Path, folder: Path, options: dict, defaults: dict) -> None:
     """`defaults`: the options' defaults, for those a checkpoint from an older version does not record."""
     if out.exists():
-        raise UserError(f"--resume: {out} already exists (a finished run), so there is nothing to resume; to continue "
+        what = describe_output(out) if out.is_dir() else "a file"
+        if what in (FOREIGN, "a file"):
+            raise UserError(f"--resume: {out} is {what}, not a run of freezetune, so there is nothing to resume: "
+                            "choose another --output-dir")
+        raise UserError(f"--resume: {out} already exists ({what}), so there is nothing to resume; to continue "
                         f"a run started with --overwrite, move {out} away first")
     if not resumable(out):
         raise UserError(f"--resume: no checkpoint of an unfinished run into {out} (it would be in {folder}): "
@@ -202,6 +209,28 @@ def _check_resumable(out: Path, folder: Path, options: dict, defaults: dict) -> 
     if changed:
         raise UserError(f"--resume: the checkpoint {folder} is of a run with other {', '.join(changed)}: resume with "
                         "the same options, or pass --overwrite instead of --resume to start again")
+    _check_intact(complete_checkpoints(folder)[-1])
+
+
+def _check_intact(checkpoint: Path) -> None:
+    """Refuse a damaged checkpoint (a full disk, a copy cut short) before any work, naming the file; otherwise the
+    library reading it fails with its own error once the model is loaded. Reads each file's index, not all its data:
+    a safetensors header against the file's length, the zip directory of torch's files, JSON whole."""
+    from safetensors import SafetensorError, safe_open
+
+    for path in sorted(p for p in checkpoint.rglob("*") if p.is_file()):
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(str(path), "pt") as weights:
+                    weights.keys()
+            elif path.suffix in (".pt", ".pth", ".bin"):  # torch.save writes a zip archive
+                zipfile.ZipFile(path).close()
+            elif path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, zipfile.BadZipFile, SafetensorError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"--resume: the checkpoint {checkpoint} is damaged ({path.name}: {reason}): pass "
+                            "--overwrite instead of --resume to start afresh") from None
 
 
 def _read_record(folder: Path) -> dict:
