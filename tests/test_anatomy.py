@@ -194,3 +194,9 @@ def test_a_skeleton_on_the_meta_device_has_the_same_anatomy(kind):
     assert (body.depth, body.describe_depth(), body.lora_targets, body.stack_paths) == (
         real.depth, real.describe_depth(), real.lora_targets, real.stack_paths)
     assert next(body.blocks[0].module.parameters()).device.type == "meta"
+
+
+def test_a_skeleton_of_a_type_without_a_sequence_classifier_is_one_line():
+    with pytest.raises(UserError, match=r"cannot build a sequence classifier of model type 'clip_vision_model'") as caught:
+        skeleton(hf.CLIPVisionConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
+    assert "\n" not in str(caught.value)

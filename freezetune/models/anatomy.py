@@ -248,8 +248,13 @@ def skeleton(config) -> nn.Module:
 
     from . import mean_pool  # noqa: F401  registers the mean-pooling head with the Auto classes
 
-    with torch.device("meta"):
-        return AutoModelForSequenceClassification.from_config(config)
+    try:
+        with torch.device("meta"):
+            return AutoModelForSequenceClassification.from_config(config)
+    except ValueError as exc:  # transformers has no sequence classifier for this model type
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot build a sequence classifier of model type '{config.model_type}' ({first}): "
+                        f"use a model of a type with one, e.g. {', '.join(list(TABLE)[:4])}") from exc
 
 
 def replace_module(root: nn.Module, path: str, module: nn.Module) -> nn.Module:

@@ -36,11 +36,12 @@ from ..measure import peak_memory_mb
 from ..metrics import classification_report, summary_metrics
 from ..modelcard import write_model_card
 from ..models import describe_model, load_classifier, load_tokenizer
+from ..models.anatomy import anatomy
 from ..models.head import check_foldable, fold_into_classifier
 from ..outputs import check_not_input, check_output_dir, scratch_dir, staged_output_dir, write_json_atomic
 from ..precision import device_type, resolve_precision
 from ..results import RunResult, rounded_probabilities
-from ..strategies import Strategy, TrainPlan, frozen_prefix, parameter_counts, parse_strategy, prepare as prepare_strategy
+from ..strategies import Strategy, TrainPlan, check_fits, frozen_prefix, parameter_counts, parse_strategy, prepare as prepare_strategy
 from .compact_embedding import compact_word_embeddings
 from .distill import DistillTrainer, add_soft_targets, check_teachers
 from .distributed import output_lock_on_main, refuse_unfollowable, world_size
@@ -134,6 +135,7 @@ def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
     set_seed(config.seed)  # before the model is built: the new head's initial weights depend on it
     tokenizer = load_tokenizer(config.model)
     model = load_classifier(config.model, splits.label_names, init=config.init)
+    check_fits(strategy, anatomy(model))  # freeze4 on a 2-layer model fails now, before tokenizing or distilling
     _check_max_length(config.max_length, model)
     if config.folds_into_classifier:
         check_foldable(model, offsets=config.fits_offsets)  # a head we cannot fold into fails now, not after training
