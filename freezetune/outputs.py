@@ -101,7 +101,7 @@ def _check_replaceable(out: Path, flag: str) -> None:
                         f"choose a new folder for {flag}")
     if os.path.ismount(real):
         raise UserError(f"{flag} {out} is a mount point, which cannot be replaced: choose a new folder inside it")
-    if not os.access(real, os.W_OK | os.X_OK):  # moving a folder rewrites its `..` entry
+    if not os.access(real, os.R_OK | os.W_OK | os.X_OK):  # moving a folder rewrites its `..`; replacing empties it
         raise UserError(f"{flag} {out}: no permission to replace this folder: choose another {flag}")
     what = describe_output(out)
     if what == FOREIGN:
