@@ -71,27 +71,22 @@ def choose_learning_rates(strategies: list[StudyStrategy], options: CompareOptio
     """
     if options.lr_grid is None:
         return {}, {}
-    from freezetune.training.lr_search import best_by_validation
+    from freezetune.training.lr_search import search
 
     seed = options.seeds[0]
     searched = [s for s in strategies if not s.is_baseline]
     candidates = {s.name: _candidates(s, options.lr_grid) for s in searched}
+    # All candidates through the executor at once (Ray runs them side by side); `search` then ranks the finished runs.
     run_all([Run(s, seed, lr) for s in searched for lr in candidates[s.name]], splits, options, out, executor,
             desc="lr search")
     lrs, selection = {}, {}
     for strategy in searched:
-        trials = []
-        for lr in candidates[strategy.name]:
-            metrics = json.loads((Run(strategy, seed, lr).folder(out) / METRICS_FILE).read_text(encoding="utf-8"))
-            trials.append({"lr": lr, "validation": metrics["validation"], "train_seconds": metrics["train_seconds"]})
-        best = best_by_validation(trials, options.metric)
-        lrs[strategy.name] = best["lr"]
-        selection[strategy.name] = {
-            "chosen_lr": best["lr"], "seed": seed,
-            "candidates": {f"{t['lr']:g}": t["validation"][options.metric] for t in trials},
-            "extra_train_seconds": sum(t["train_seconds"] for t in trials if t is not best),
-        }
-        log.info("%s: lr %g chosen by validation %s", strategy.name, best["lr"], options.metric)
+        def finished(lr: float, strategy=strategy) -> dict:
+            return json.loads((Run(strategy, seed, lr).folder(out) / METRICS_FILE).read_text(encoding="utf-8"))
+
+        result = search(candidates[strategy.name], options.metric, finished, strategy.name)
+        lrs[strategy.name] = result.best.lr
+        selection[strategy.name] = result.selection(seed)
     write_json_atomic(out / "lr_selection.json", selection)
     return lrs, selection
 

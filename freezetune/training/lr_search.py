@@ -1,9 +1,13 @@
-"""`--lr auto`: choose the learning rate on validation, from the strategy's default grid.
+"""Choosing the learning rate on validation, and `train`, the entry that does it for `--lr auto`.
 
 A strategy at someone else's learning rate is not a fair comparison (a linear probe at a fine-tuning rate
-never leaves the majority class), so each strategy family names a grid (`Strategy.lr_grid`). Each candidate
-is a whole run with the same seed; the best by the validation metric is kept as the result, the others
-are deleted. Nothing here looks at the test split.
+never leaves the majority class), so each strategy family names a grid (`Strategy.lr_grid`). `search` is the one
+rule both users of a grid share: each candidate is a whole run with the same seed, the best by the validation
+metric wins. `train --lr auto` runs its candidates here, one after another, and keeps the best as OUT;
+`compare --lr-grid` runs them through its executor and hands `search` their finished results. Nothing here looks
+at the test split.
+
+This module sits above run.py: it imports `train_one`, and run.py never imports it.
 """
 
 from __future__ import annotations
@@ -13,59 +17,96 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import TrainConfig
 from ..data import Splits, load_splits
-from ..outputs import check_output_dir, write_json_atomic
+from ..outputs import check_not_input, check_output_dir, write_json_atomic
 from ..strategies import parse_strategy
 from .distributed import is_main_process
+from .run import METRICS_FILE, train_one
 
 log = logging.getLogger("freezetune")
 
 
-def default_grid(strategy: str) -> tuple[float, ...]:
-    return parse_strategy(strategy).lr_grid
+@dataclass(frozen=True)
+class Trial:
+    """One candidate learning rate and the metrics.json of its run."""
+
+    lr: float
+    metrics: dict
+
+    def score(self, metric: str) -> float:
+        return self.metrics["validation"][metric]
 
 
-def best_by_validation(trials: list[dict], metric: str) -> dict:
-    """The trial with the best validation `metric`; ties go to the smaller learning rate (the safer one)."""
-    return max(trials, key=lambda t: (t["validation"][metric], -t["lr"]))
+@dataclass(frozen=True)
+class Search:
+    """The candidates of one search, in the order they were tried, and the validation metric that ranks them."""
+
+    trials: tuple[Trial, ...]
+    metric: str
+
+    @property
+    def best(self) -> Trial:
+        """The best validation `metric`; ties go to the smaller learning rate (the safer one)."""
+        return max(self.trials, key=lambda t: (t.score(self.metric), -t.lr))
+
+    def record(self) -> list[dict]:
+        """What metrics.json records of the search (`lr_search`): each candidate's lr, score and training time."""
+        return [{"lr": t.lr, f"validation_{self.metric}": t.score(self.metric), "train_seconds": t.metrics["train_seconds"]}
+                for t in self.trials]
+
+    def selection(self, seed: int) -> dict:
+        """A study's record of one strategy's search (lr_selection.json): the choice, the candidates' scores, and
+        what the search cost beyond the chosen run (which is also the study's run at `seed`)."""
+        best = self.best
+        return {"chosen_lr": best.lr, "seed": seed,
+                "candidates": {f"{t.lr:g}": t.score(self.metric) for t in self.trials},
+                "extra_train_seconds": sum(t.metrics["train_seconds"] for t in self.trials if t is not best)}
 
 
-def train_with_lr_search(config: TrainConfig, splits: Splits | None = None, grid: tuple[float, ...] | None = None) -> dict:
-    """Train at each learning rate of `grid` (default: the strategy's), keep the best run as `config.output_dir`."""
-    from .run import METRICS_FILE, train
+def search(lrs: Sequence[float], metric: str, run: Callable[[float], dict], name: str = "") -> Search:
+    """Each learning rate of `lrs` through `run` (lr -> the metrics.json of a run at that lr), ranked by validation
+    `metric`. `run` trains (train --lr auto) or reads a run already finished (compare, whose executor ran them);
+    `name` (the strategy) is for the log line."""
+    result = Search(tuple(Trial(lr, run(lr)) for lr in lrs), metric)
+    log.info("learning-rate search: %s: lr %g chosen by validation %s", name, result.best.lr, metric)
+    return result
 
+
+def train(config: TrainConfig, splits: Splits | None = None) -> dict:
+    """Fine-tune `config.model` on `config.data` with `config.strategy`; write `config.output_dir`.
+
+    Returns the contents of metrics.json. `splits` may be passed to reuse data already loaded (compare does).
+    With `lr="auto"` the learning rate is chosen on validation first, from the strategy's grid; otherwise this is
+    `run.train_one`. Under torchrun or accelerate every process trains; only the main one writes the output folder.
+    """
+    if config.lr != "auto":
+        return train_one(config, splits)
+    check_not_input(config.output_dir, config.input_paths)  # before the search: it replaces OUT at its end
     out = check_output_dir(config.output_dir, config.overwrite)
-    grid = tuple(grid or default_grid(config.strategy))
     if splits is None:
         splits = load_splits(config.data, config.text_column, config.label_column, config.seed, config.validation_fraction)
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.lr-search-", dir=out.parent))
     try:
-        trials = []
-        for lr in grid:
+        def candidate(lr: float) -> dict:
             log.info("learning-rate search: %s at lr %g", config.strategy, lr)
-            folder = scratch / f"lr{lr:g}"
-            metrics = train(dataclasses.replace(config, lr=lr, output_dir=str(folder), overwrite=False), splits)
-            trials.append({"lr": lr, "folder": folder, "metrics": metrics, "validation": metrics["validation"],
-                           "train_seconds": metrics["train_seconds"]})
-        best = best_by_validation(trials, config.metric)
-        metrics = {**best["metrics"], "lr_search": _search_record(trials, config.metric)}
-        log.info("learning-rate search: chose %g by validation %s", best["lr"], config.metric)
+            return train_one(dataclasses.replace(config, lr=lr, output_dir=str(scratch / f"lr{lr:g}"), overwrite=False),
+                             splits)
+
+        result = search(parse_strategy(config.strategy).lr_grid, config.metric, candidate, config.strategy)
+        metrics = {**result.best.metrics, "lr_search": result.record()}
         if is_main_process():  # under torchrun / accelerate the others wrote no candidate folder
-            write_json_atomic(best["folder"] / METRICS_FILE, metrics)
+            best_folder = scratch / f"lr{result.best.lr:g}"
+            write_json_atomic(best_folder / METRICS_FILE, metrics)
             if out.exists():  # --overwrite; checked again: the folder may have changed during the search
                 check_output_dir(out, config.overwrite)
                 shutil.rmtree(out)
-            os.replace(best["folder"], out)
+            os.replace(best_folder, out)
         return metrics
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _search_record(trials: list[dict], metric: str) -> list[dict]:
-    """What metrics.json records of the search: each candidate's lr, validation score and training time."""
-    return [{"lr": t["lr"], f"validation_{metric}": t["validation"][metric], "train_seconds": t["train_seconds"]}
-            for t in trials]

@@ -1,11 +1,11 @@
 """Fine-tune one model with one tuning strategy: the path every transformer run takes.
 
-`train` reads as its phases: `prepare` (every check, the data, the model, the strategy), `fit` (the HF
+`train_one` reads as its phases: `prepare` (every check, the data, the model, the strategy), `fit` (the HF
 Trainer on the cheapest exact path the strategy allows), `evaluate` (final predictions with the whole
 model, as a user of the saved folder gets them) and `write` (an output folder that appears whole or not at
 all). The Trainer brings the loop, mixed precision and multi-device runs (`torchrun`, `accelerate launch`);
 what is ours is the data, the strategy, the exact shortcuts (prefix_cache, compact_embedding), the metrics
-and the best epoch kept in memory.
+and the best epoch kept in memory. `--lr auto` is a search over such runs (lr_search.py, above this module).
 """
 
 from __future__ import annotations
@@ -94,18 +94,15 @@ class Fitted:
     epochs: list[dict]
 
 
-def train(config: TrainConfig, splits: Splits | None = None) -> dict:
-    """Fine-tune `config.model` on `config.data` with `config.strategy`; write `config.output_dir`.
+def train_one(config: TrainConfig, splits: Splits | None = None) -> dict:
+    """One run at the learning rate `config.lr` (a number: `lr_search.train` chooses one for `--lr auto`).
 
-    Returns the contents of metrics.json. `splits` may be passed to reuse data already loaded (compare does).
-    With `lr="auto"` the learning rate is chosen on validation first (see lr_search). Under torchrun or
+    Returns the contents of metrics.json. `splits` may be passed to reuse data already loaded. Under torchrun or
     accelerate every process trains; only the main one writes the output folder.
     """
-    check_not_input(config.output_dir, config.input_paths)  # before --lr auto too: it replaces OUT at its end
     if config.lr == "auto":
-        from .lr_search import train_with_lr_search
-
-        return train_with_lr_search(config, splits)
+        raise ValueError("train_one trains at one learning rate: freezetune.training.train chooses it for lr='auto'")
+    check_not_input(config.output_dir, config.input_paths)
     # The lock: a second run into the same folder is refused, naming this one. Scratch space for a strategy's
     # extra files; a killed run's is removed by the next run. The checkpoints for --resume live beside OUT.
     # Under torchrun / accelerate only the main process, the one that writes, holds the lock.
