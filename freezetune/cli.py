@@ -62,10 +62,15 @@ def parse_dataclass(dataclass_type, argv: list[str], prog: str, description: str
     from .configs import load_yaml
 
     parser = dataclass_parser(dataclass_type, prog, description)
+    # A required option may come from the --config file: only the final parse, after the file is read, may miss it.
+    required = [action for action in parser._actions if action.required]
+    for action in required:
+        action.required = False
     known, _ = parser.parse_known_args(argv)
-    if known.config:
-        values = load_yaml(known.config, valid=[a.dest for a in parser._actions])
-        parser.set_defaults(**values)
+    values = load_yaml(known.config, valid=[a.dest for a in parser._actions]) if known.config else {}
+    parser.set_defaults(**values)
+    for action in required:
+        action.required = values.get(action.dest) in (None, "")
     fields = {f.name for f in dataclasses.fields(dataclass_type)}
     return dataclass_type(**{k: v for k, v in vars(parser.parse_args(argv)).items() if k in fields})
 
@@ -104,6 +109,8 @@ def cmd_tokenize(args) -> None:
         raise UserError(f"--pair takes exactly two texts (A B), got {len(args.text)}")
     if args.max_length is not None and args.max_length < 1:
         raise UserError(f"--max-length must be at least 1, got {args.max_length}")
+    if args.json and args.dict:
+        raise UserError("--json and --dict are two output formats: pass one of them")
     tokenizer = load_tokenizer(args.model)
     inputs = (args.text[0], args.text[1]) if args.pair else (args.text,)
     encoded = tokenizer(*inputs, padding=args.padding, truncation=True, max_length=args.max_length)
@@ -127,7 +134,7 @@ def _read_texts(args) -> tuple[list[str], "object | None"]:
         if not args.text:
             raise UserError("nothing to predict: pass TEXT arguments or --file F")
         return args.text, None
-    from .data.sources import read_table
+    from .data.sources import check_cells, read_table
 
     path = Path(args.file)
     if not path.is_file():
@@ -136,6 +143,7 @@ def _read_texts(args) -> tuple[list[str], "object | None"]:
     if args.text_column not in frame.columns:
         raise UserError(f"{path} has no column '{args.text_column}'; columns are: {', '.join(map(str, frame.columns))} "
                         "(choose with --text-column)")
+    check_cells(frame, args.text_column, str(path))  # an object or a list is no text to predict
     texts = frame[args.text_column].fillna("").astype(str).tolist()
     return texts, frame
 
@@ -240,6 +248,8 @@ def cmd_data(args) -> None:
         return
     if not args.name:
         raise UserError("data show needs a NAME: e.g. freezetune data show builtin:inews")
+    if args.examples < 0:  # pandas' head(-N) would print every row but the last N
+        raise UserError(f"--examples must be at least 0, got {args.examples}")
     spec = args.name if ":" in args.name or Path(args.name).exists() else f"builtin:{args.name}"
     splits = load_splits(spec, args.text_column, args.label_column)
     for note in splits.notes:

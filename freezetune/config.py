@@ -112,6 +112,7 @@ class TrainOptions:
                                       "a number above 0 and at most 1 (0.5 is usual)")
         if not 0 < float(self.validation_fraction) < 1:
             raise UserError(f"--validation-fraction must be between 0 and 1, got {self.validation_fraction}")
+        check_distinct_columns(self.text_column, self.label_column)
         _one_of(self, "metric", SelectionMetric)
         _one_of(self, "class_weights", ClassWeights)
         _one_of(self, "precision", Precision)
@@ -165,6 +166,7 @@ class TrainConfig(TrainOptions):
 
     def __post_init__(self):
         super().__post_init__()
+        self.seed = seed_value(self.seed)
         if self.resume and self.overwrite:
             raise UserError("--resume and --overwrite contradict each other: pass --resume to continue the run, "
                             "--overwrite to start it again")
@@ -184,6 +186,28 @@ def _at_least(config, name: str, low: int) -> None:
     value = getattr(config, name)
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise UserError(f"--{name.replace('_', '-')} must be an integer of at least {low}, got {value!r}")
+
+
+MAX_SEED = 2**32 - 1  # numpy's seeds are unsigned 32-bit integers
+
+
+def seed_value(value, name: str = "--seed") -> int:
+    """A random seed: an integer from 0 to 2**32 - 1, what every seeded library (numpy too) accepts."""
+    if isinstance(value, str):  # YAML and comma-separated lists give text
+        try:
+            value = int(value)
+        except ValueError:
+            pass  # refused below, as it was written
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEED:
+        raise UserError(f"{name} must be an integer from 0 to {MAX_SEED}, got {value!r}")
+    return value
+
+
+def check_distinct_columns(text_column: str, label_column: str) -> None:
+    """The texts and the labels must be two columns: one column as both would train a model on its own labels."""
+    if text_column == label_column:
+        raise UserError(f"--text-column and --label-column are both '{text_column}': name the column of texts and "
+                        "the column of labels (two different columns)")
 
 
 def _one_of(config, name: str, choices) -> None:

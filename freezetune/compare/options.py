@@ -13,7 +13,7 @@ from typing import Literal
 
 from freezetune.compare.executors import check_executor_options
 from freezetune.compare.grid import parse_recipe
-from freezetune.config import WHERE_AND_HOW, TrainOptions, option
+from freezetune.config import WHERE_AND_HOW, TrainOptions, option, seed_value
 from freezetune.errors import UserError
 
 DEFAULT_STRATEGIES = ["full", "freeze6", "head", "lstm", "tfidf"]
@@ -73,10 +73,7 @@ class CompareOptions(TrainOptions):
         self.recipes = _as_list(self.recipes or [])
         for recipe in self.recipes:
             parse_recipe(recipe)  # a bad recipe fails here, before any run
-        try:
-            self.seeds = [int(s) for s in _as_list(self.seeds)]
-        except ValueError:
-            raise UserError(f"seeds must be integers, e.g. 0,1,2 (got {self.seeds!r})") from None
+        self.seeds = _seeds(self.seeds)
         if not self.strategies or not self.seeds:
             raise UserError("compare needs at least one strategy and one seed")
         if not (math.isfinite(self.lstm_lr) and self.lstm_lr > 0):
@@ -93,11 +90,23 @@ class CompareOptions(TrainOptions):
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in NOT_RUN_DEFINING}
 
 
-def _as_list(value) -> list[str]:
-    """Accept `a,b c` (CLI), YAML lists and single values alike; drop duplicates, keep order."""
+def _as_list(value, keep_duplicates: bool = False) -> list[str]:
+    """Accept `a,b c` (CLI), YAML lists and single values alike; drop duplicates (unless `keep_duplicates`), keep
+    order."""
     items = value if isinstance(value, (list, tuple)) else [value]
     parts = [p.strip() for item in items for p in str(item).split(",")]
-    return list(dict.fromkeys(p for p in parts if p))
+    parts = [p for p in parts if p]
+    return parts if keep_duplicates else list(dict.fromkeys(parts))
+
+
+def _seeds(value) -> list[int]:
+    """--seeds as distinct integer seeds: a seed given twice would merge two runs into one without a word."""
+    seeds = [seed_value(s, "--seeds") for s in _as_list(value, keep_duplicates=True)]
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise UserError(f"--seeds names {', '.join(map(str, repeated))} more than once ({', '.join(map(str, seeds))}): "
+                        "give each seed once")
+    return seeds
 
 
 def _lr_grid(value) -> str:

@@ -13,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from ..config import check_distinct_columns
 from ..errors import UserError
 from .builtin import load_builtin
-from .sources import is_data_file, read_raw_splits, read_table
+from .sources import check_cells, is_data_file, read_raw_splits, read_table
 from .splits import LABEL, TEXT, Splits
 
 __all__ = ["Splits", "load_splits", "EvaluationSet", "load_evaluation_set", "TEXT", "LABEL"]
@@ -30,6 +31,7 @@ def load_splits(
     validation_fraction: float = 0.1,
 ) -> Splits:
     """Load, check and encode a dataset. Raises `UserError` for anything the user must fix."""
+    check_distinct_columns(text_column, label_column)
     notes: list[str] = []
     display_names: dict = {}
     if spec.startswith("builtin:"):
@@ -41,16 +43,11 @@ def load_splits(
         frames = read_raw_splits(spec)
 
     frames = {split: _select_columns(frame, split, text_column, label_column, notes) for split, frame in frames.items()}
-    if "validation" not in frames:
-        frames["train"], frames["validation"] = _split_off_validation(frames["train"], validation_fraction, seed)
-        notes.append(
-            f"no validation split: held out a stratified {validation_fraction:.0%} of train "
-            f"({len(frames['validation'])} rows, seed {seed})"
-        )
-
     raw_labels = sorted(frames["train"][LABEL].unique(), key=_label_sort_key)
     if len(raw_labels) < 2:
         raise UserError(f"train has {len(raw_labels)} class(es): a classifier needs at least two distinct labels")
+    if "validation" not in frames:
+        frames["train"], frames["validation"] = _hold_out_validation(frames["train"], validation_fraction, seed, notes)
     for split in ("validation", "test"):
         if split in frames:
             unseen = sorted(set(frames[split][LABEL]) - set(raw_labels), key=_label_sort_key)
@@ -92,6 +89,9 @@ def _select_columns(frame: pd.DataFrame, split: str, text_column: str, label_col
             f"{split} has no column {', '.join(repr(c) for c in missing)}; columns are: "
             f"{', '.join(map(str, frame.columns))} (choose with {flag})"
         )
+    where = frame.attrs.get("source", split)
+    check_cells(frame, text_column, where)
+    check_cells(frame, label_column, where)
     text = frame[text_column].astype("string").str.strip()
     labels = frame[label_column].map(_label_name)
     usable = text.notna() & (text != "") & labels.notna() & (labels != "")
@@ -118,14 +118,26 @@ def _label_name(value) -> str | None:
     return str(value).strip()
 
 
-def _split_off_validation(train: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _hold_out_validation(train: pd.DataFrame, fraction: float, seed: int,
+                         notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The data has no validation split: hold out `fraction` of train (stratified where every class can appear on
+    both sides). Its errors speak of the hold-out, not of a validation file the user never gave."""
     counts = train[LABEL].value_counts()
-    # Stratify only when every class can appear on both sides.
     stratify = train[LABEL] if counts.min() >= 2 else None
     try:
         kept, held = train_test_split(train, test_size=fraction, random_state=seed, stratify=stratify)
     except ValueError as exc:
-        raise UserError(f"cannot hold out a validation split from {len(train)} rows ({exc}): provide a validation file") from exc
+        raise UserError(f"cannot hold out {fraction:.0%} of train's {len(train)} rows for validation ({exc}): "
+                        "give a validation file, or change --validation-fraction") from exc
+    lost = sorted(set(held[LABEL]) - set(kept[LABEL]), key=_label_sort_key)
+    if lost:
+        raise UserError(f"the data has no validation split, and holding out {fraction:.0%} of train for it (seed "
+                        f"{seed}) took every training row of {', '.join(map(str, lost))} (too few rows to split): "
+                        "add examples of them to train, or give a validation file")
+    rare = sorted(counts.index[counts < 2], key=_label_sort_key)
+    how = "a stratified" if stratify is not None else \
+        f"a random (not stratified: {', '.join(map(str, rare))} {'has' if len(rare) == 1 else 'have'} one row)"
+    notes.append(f"no validation split: held out {how} {fraction:.0%} of train ({len(held)} rows, seed {seed})")
     return kept.reset_index(drop=True), held.reset_index(drop=True)
 
 
@@ -144,6 +156,7 @@ def load_evaluation_set(spec: str, split: str | None = None, text_column: str = 
                         label_column: str = "label") -> EvaluationSet:
     """One data file, whole (whatever `split` says: it has no splits); otherwise the `split` of `spec`
     (default: test if there is one, else validation, held out from train as in training)."""
+    check_distinct_columns(text_column, label_column)
     if is_data_file(spec):
         notes: list[str] = []
         frame = _select_columns(read_table(Path(spec).expanduser()), "the file", text_column, label_column, notes)
