@@ -2,8 +2,9 @@
 
 POST /predict scores texts through the `DynamicBatcher` (one model call for many concurrent requests, in
 worker threads, so the event loop stays free); GET /health, GET /info, the OpenAPI schema at /openapi.json,
-Swagger UI at /docs and a small page at /. Bad requests get JSON errors, never a 500: 422 naming the field
-(wrong types, empty lists, over the text or character limits), 413 (body too large), 400 (body not UTF-8).
+Swagger UI at /docs and a small page at /, each also as HEAD. Bad requests get JSON errors, never a 500: 422
+naming the field (wrong types, empty lists, over the text or character limits), 413 (body too large), 400 (body
+not UTF-8). Request data is logged with its control characters escaped.
 """
 
 import json
@@ -88,6 +89,7 @@ def create_app(predictor, info: dict, limits: ServeLimits, log_texts: bool = Fal
                   description="Text classification with a model trained by freezetune.")
     app.state.batcher = batcher
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(HeadAsGet)
     app.add_middleware(BodyGuard, max_bytes=limits.max_body_bytes)
     app.add_middleware(RequestLog)  # added last: outermost, so it logs 400/413 too
     PredictRequest = predict_request_model(limits, predictor.max_length)
@@ -136,6 +138,13 @@ async def _send_error(send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+# How much of a body over the limit is read (and dropped) before its 413: up to this, or 16 times the limit where
+# that is more. Clients such as urllib and requests write the whole body before they read an answer: a connection
+# closed under them shows as "Connection reset by peer" instead of the 413. Past this the connection is closed
+# (what an endless body gets).
+DISCARD_AT_MOST = 256 * 1024 * 1024
+
+
 class BodyGuard:
     """Reads a request body before the app does: 413 past `max_bytes` (declared or streamed), 400 unless UTF-8.
 
@@ -145,26 +154,25 @@ class BodyGuard:
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
+        self.too_large = f"request body over {max_bytes} bytes: send fewer or shorter texts (limits: GET /info)"
+        self.discard_bytes = max(DISCARD_AT_MOST, 16 * max_bytes)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
-        too_large = f"request body over {self.max_bytes} bytes: send fewer or shorter texts (limits: GET /info)"
-        declared = dict(scope["headers"]).get(b"content-length", b"")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            return await _send_error(send, 413, too_large)
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                return await _send_error(send, 413, too_large)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+            # uvicorn sends "100 Continue" on the first receive(): a client that asked for it (curl does for large
+            # bodies) gets the 413 before it sends any of the body. A body past the bound is not read at all.
+            expects_continue = headers.get(b"expect", b"").lower() == b"100-continue"
+            unread = expects_continue or int(declared) > self.discard_bytes
+            if unread or await self._discard(receive, self.discard_bytes):
+                await _send_error(send, 413, self.too_large)
+            return
+        body = await self._read(receive, send)
+        if body is None:
+            return
         try:
             body.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -179,6 +187,47 @@ class BodyGuard:
             return await receive()  # after the body: wait for the disconnect, as the server would report it
 
         await self.app(scope, replay, send)
+
+    async def _read(self, receive, send) -> bytes | None:
+        """The whole body; None once answered (413) or when the client went away."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                chunks.clear()
+                if not message.get("more_body", False) or await self._discard(receive, self.discard_bytes - size):
+                    await _send_error(send, 413, self.too_large)
+                return None
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    @staticmethod
+    async def _discard(receive, budget: int) -> bool:
+        """Reads the rest of the body, one chunk at a time, dropping each: True once it ended, False when the client
+        went away. Past `budget` bytes it stops reading and returns True: the 413 then closes the connection."""
+        while budget >= 0:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return False
+            if not message.get("more_body", False):
+                return True
+            budget -= len(message.get("body", b""))
+        return True
+
+
+# Control characters (C0, DEL, C1) and the Unicode line and paragraph separators, as escapes: request data in a log
+# line (a percent-decoded path, logged texts) can neither start a forged line nor send terminal escape sequences.
+_LOG_ESCAPES = {**{c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))},
+                **{ord(c): repr(c)[1:-1] for c in "\t\n\r"}, 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def printable(text: str) -> str:
+    """`text` with its control characters escaped (\\n, \\x1b, \\u2028), fit for one log line."""
+    return text.translate(_LOG_ESCAPES)
 
 
 class RequestLog:
@@ -203,5 +252,25 @@ class RequestLog:
         finally:
             client = "%s:%s" % tuple(scope["client"]) if scope.get("client") else "-"
             note = scope.get("state", {}).get("log", "")
-            LOGGER.info('%s "%s %s" %s %.1f ms %s', client, scope["method"], scope["path"], status[0],
-                        (time.perf_counter() - started) * 1000, note)
+            LOGGER.info('%s "%s %s" %s %.1f ms %s', printable(client), printable(scope["method"]),
+                        printable(scope["path"]), status[0], (time.perf_counter() - started) * 1000, printable(note))
+
+
+class HeadAsGet:
+    """HEAD wherever GET works (/, /health, /info, the docs): the GET route answers, with its status and headers
+    (Content-Length included) and without its body. FastAPI routes only the methods a route names, and routes
+    declared for GET and HEAD would show twice in the OpenAPI schema."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def send_without_body(message):
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_without_body)
