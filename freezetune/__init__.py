@@ -3,18 +3,22 @@
 The pipeline, one package per step: data -> models -> strategies (which parameters train) -> training ->
 compare (the study) and predict/serve. Everything but the config and the error type loads lazily, so
 `freezetune --help` and `freezetune data list` do not import torch, pandas or matplotlib.
+
+`train(...)` and `study(...)` take the command line's options as keywords (api.py); what they return displays
+as tables in Jupyter (display.py). examples/quickstart.ipynb walks through them.
 """
 
 from .config import TrainConfig, TrainOptions
 from .errors import UserError
 
 __version__ = "0.1.0"
-__all__ = ["TrainConfig", "TrainOptions", "Splits", "UserError", "load_splits", "train", "evaluate", "Predictor",
-           "export_onnx", "OnnxPredictor", "parse_strategy"]
+__all__ = ["TrainConfig", "TrainOptions", "Splits", "UserError", "load_splits", "train", "study", "side_by_side",
+           "evaluate", "Predictor", "export_onnx", "OnnxPredictor", "parse_strategy"]
 
 _LAZY = {
     "Splits": ("data", "Splits"), "load_splits": ("data", "load_splits"),
-    "train": ("training", "train"), "evaluate": ("predict", "evaluate"), "Predictor": ("predict", "Predictor"),
+    "train": ("api", "train"), "study": ("compare", "compare"), "side_by_side": ("display", "side_by_side"),
+    "evaluate": ("predict", "evaluate"), "Predictor": ("predict", "Predictor"),
     "export_onnx": ("export", "export_onnx"), "OnnxPredictor": ("onnx_predict", "OnnxPredictor"),
     "parse_strategy": ("strategies", "parse_strategy"),
 }

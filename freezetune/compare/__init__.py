@@ -1,6 +1,8 @@
 """`freezetune compare`: the tuning study (strategies x seeds, baselines, statistics, report).
 
-`compare(CompareOptions(...))` runs a study; the CLI builds the options from flags and YAML (cli.py).
+`compare(CompareOptions(...))` or `compare(output_dir=..., strategies=[...], ...)` (the CLI's options as keywords,
+see freezetune/api.py) runs a study and returns its folder, a `pathlib.Path` that Jupyter shows as the comparison
+table; `freezetune.study` is the same function. The CLI builds the options from flags and YAML (cli.py).
 Importing this package is cheap: the report (pandas, matplotlib) and training load when a study runs.
 """
 

@@ -14,10 +14,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from freezetune.api import cli_voice, compare_options
 from freezetune.compare.executors import open_executor
 from freezetune.compare.grid import METRICS_FILE, Run, StudyStrategy, grid, parse_strategies, with_recipes
 from freezetune.compare.options import CompareOptions
 from freezetune.config import field_defaults
+from freezetune.display import StudyFolder
 from freezetune.errors import UserError
 from freezetune.outputs import check_not_input, check_writable, output_lock, write_json_atomic
 
@@ -28,12 +30,23 @@ SPLIT_SEED = 0
 log = logging.getLogger("freezetune")
 
 
-def compare(options: CompareOptions) -> Path:
+def compare(options: CompareOptions | None = None, **keywords) -> StudyFolder:
     """Run the study into `options.output_dir` and return that folder (report.md, report.html, runs/, ...).
+
+    `options`: a `CompareOptions`; keywords are its fields, the CLI's options (`seeds=[0, 1]`), over `options` or
+    the defaults (see freezetune/api.py). The folder returned is a `pathlib.Path` that Jupyter shows as the
+    study's comparison table (display.StudyFolder).
 
     Everything that can be checked is checked before an existing folder is touched: the options (they check
     themselves), the strategy names, the output location, the data, and that the model loads.
     """
+    options = compare_options(options, keywords)
+    with cli_voice():  # progress lines and bars as the CLI shows them
+        return StudyFolder(_run_study(options))
+
+
+def _run_study(options: CompareOptions) -> Path:
+    """`compare`'s phases, on checked options."""
     from freezetune.compare.report import write_report
     from freezetune.data import load_splits
     from freezetune.training.distill import check_teachers
