@@ -267,6 +267,11 @@ def cmd_data(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="freezetune", description=__doc__.splitlines()[0])
+    # Taken out of the command line by main before parsing (see _take_verbose); declared here for --help.
+    parser.add_argument(VERBOSE_FLAG, action="store_true",
+                        help="also show the libraries' own messages and progress bars (transformers' loading report, "
+                        "the Trainer's log dicts); any command, before or after its name: `freezetune train --verbose "
+                        "...`. A run's train.log keeps the libraries' messages either way")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
     p = commands.add_parser("tokenize", help="show how a tokenizer encodes texts (the notebook's first cell)")
@@ -332,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever `sys.stderr` is at the time of each message (it may be replaced, e.g. by tests)."""
+    """Writes to whatever `sys.stderr` is at the time of each message (it may be replaced, e.g. by tests), above
+    a progress bar being drawn there rather than through it."""
 
     @property
     def stream(self):
@@ -341,6 +347,24 @@ class _StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value):
         pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from .logs import write_stderr
+
+        try:
+            write_stderr(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+VERBOSE_FLAG = "--verbose"
+
+
+def _take_verbose(argv: list[str]) -> tuple[list[str], bool]:
+    """`--verbose` anywhere before a `--` (before or after the command: train and compare parse their own flags)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    kept = [arg for arg in argv[:end] if arg != VERBOSE_FLAG] + argv[end:]
+    return kept, len(kept) != len(argv)
 
 
 def _log_to_stderr() -> None:
@@ -366,12 +390,17 @@ def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
+        argv, verbose = _take_verbose(list(sys.argv[1:] if argv is None else argv))
         parser = build_parser()
         args, rest = parser.parse_known_args(argv)
         if getattr(args, "takes_rest", False):
             args.rest = rest
         elif rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        if args.command != "data":  # the one command that needs no transformers (importing it takes a second)
+            from .logs import show_library_output
+
+            show_library_output(verbose)
         args.func(args)
         sys.stdout.flush()  # now, not at exit: a reader gone away is the BrokenPipeError below, not a message at exit
     except BrokenPipeError:  # the reader of stdout stopped (`predict ... | head`): stop quietly, as Unix tools do

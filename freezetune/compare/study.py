@@ -12,8 +12,6 @@ import logging
 import shutil
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from freezetune.api import cli_voice, compare_options
 from freezetune.compare.executors import open_executor
 from freezetune.compare.grid import METRICS_FILE, Run, StudyStrategy, grid, parse_strategies, with_recipes
@@ -21,6 +19,7 @@ from freezetune.compare.options import CompareOptions
 from freezetune.config import field_defaults
 from freezetune.display import StudyFolder
 from freezetune.errors import UserError
+from freezetune.logs import progress_bar
 from freezetune.outputs import check_not_input, check_writable, output_lock, write_json_atomic
 
 OPTIONS_FILE = "compare.json"
@@ -72,7 +71,8 @@ def run_all(runs: list[Run], splits, options: CompareOptions, out: Path, executo
     """Run the unfinished runs with `executor` (see executors.py); each writes its metrics.json last and
     atomically, so an interrupted or failed run simply stays unfinished and `--resume` runs it again."""
     todo = [run for run in runs if not run.finished(out)]
-    with tqdm(total=len(runs), initial=len(runs) - len(todo), unit="run", desc=desc) as bar:
+    # The study's bar is the one shown: each run's own training bar stays hidden inside it (logs.progress_bar).
+    with progress_bar(total=len(runs), initial=len(runs) - len(todo), unit="run", desc=desc) as bar:
         executor.run(todo, splits, options, out, bar)
 
 

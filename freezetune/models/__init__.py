@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from ..errors import UserError
+from ..logs import LOADING_LOGGER
 from . import bert_base_chinese
 
 BUILTIN_PREFIX = "builtin:"
 Init = Literal["pretrained", "random"]
 """`pretrained`: the model's trained weights; `random`: its architecture (config) with freshly initialised weights."""
 INITS: tuple[str, ...] = get_args(Init)
+loading_log = logging.getLogger(LOADING_LOGGER)  # what a load did, in freezetune's words (stderr and train.log)
 
 
 def resolve_model(name: str) -> str:
@@ -159,7 +161,11 @@ def load_classifier(name: str, label_names: list[str] | None = None, init: Init 
     if kwargs:
         # A checkpoint that already has a head of another size (e.g. a fine-tuned model) gets a new one.
         kwargs["ignore_mismatched_sizes"] = True
-    return _load(AutoModelForSequenceClassification.from_pretrained, name, **kwargs)
+    model, info = _load(AutoModelForSequenceClassification.from_pretrained, name, output_loading_info=True, **kwargs)
+    if label_names is not None and _say_head(model, info):
+        _forget_folding(model.config)
+    _warn_encoder(model, info)
+    return model
 
 
 def load_trained_classifier(name: str):
@@ -176,4 +182,63 @@ def load_trained_classifier(name: str):
         raise UserError(f"--model {name} is not a trained classifier: its weights lack {', '.join(missing[:3])}"
                         f"{', ...' if len(missing) > 3 else ''} (the head would predict at random); "
                         "pass a folder written by `freezetune train`, or train one from it")
+    _warn_encoder(model, info)
     return model
+
+
+# transformers' own loading report (a table, with MISSING and "Reinit due to size mismatch" for the new head, which
+# reads like an error) is shown only with --verbose (see logs.py); these lines say what matters in it.
+
+def _head_keys(model) -> set[str]:
+    """The top-level names of the head's modules (`classifier`, ...): a weight is the head's if it starts with one."""
+    from .anatomy import anatomy
+
+    return {name for name, _ in anatomy(model).head}
+
+
+def _in(names: set[str], key: str) -> bool:
+    return key.split(".")[0] in names
+
+
+def _say_head(model, info) -> bool:
+    """One line: a new classification head and what the checkpoint had instead, or the checkpoint's own head.
+    True if the head is new."""
+    head, n = _head_keys(model), model.config.num_labels
+    missing = [k for k in info["missing_keys"] if _in(head, k)]
+    resized = [(k, saved) for k, saved, _ in info["mismatched_keys"] if _in(head, k)]
+    if not missing and not resized:
+        loading_log.info("classification head for %d labels from the checkpoint (trained further)", n)
+        return False
+    # The output layer's rows are the checkpoint's labels (a wider layer below it, e.g. RoBERTa's dense, is not it).
+    had = sorted({saved[0] for _, saved in resized if len(saved) and saved[0] != n}) or (
+        ["none"] if not resized else ["another shape"])
+    loading_log.info("new classification head for %d labels (the checkpoint had %s)", n, "/".join(map(str, had)))
+    return True
+
+
+def _forget_folding(config) -> None:
+    """A trained model's config records the temperature and offsets folded into its head (models/head.py): a new
+    head holds none of them, and the next fold must not compose with the old head's (of another size, perhaps)."""
+    from .head import OFFSETS_KEY, TEMPERATURE_KEY
+
+    for key in (TEMPERATURE_KEY, OFFSETS_KEY):
+        if hasattr(config, key):
+            delattr(config, key)
+
+
+def _warn_encoder(model, info) -> None:
+    """What did not load outside the head: encoder weights left random, or checkpoint weights the encoder ignored."""
+    head, prefix = _head_keys(model), f"{model.base_model_prefix}."
+    missing = sorted(k for k in info["missing_keys"] if not _in(head, k))
+    resized = sorted(k for k, _, _ in info["mismatched_keys"] if not _in(head, k))
+    # Unused weights of another head (a pretraining head such as BERT's `cls.*`) are expected; the encoder's are not.
+    unused = sorted(k for k in info["unexpected_keys"] if k.startswith(prefix))
+    for keys, what in ((missing, "were not in the checkpoint and start random"),
+                       (resized, "have another shape in the checkpoint and start random"),
+                       (unused, "of the checkpoint are not used by this model (another architecture?)")):
+        if keys:
+            loading_log.warning("warning: %d encoder weights %s: %s", len(keys), what, _some(keys))
+
+
+def _some(keys: list[str], shown: int = 3) -> str:
+    return ", ".join(keys[:shown]) + (", ..." if len(keys) > shown else "")

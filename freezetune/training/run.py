@@ -32,6 +32,7 @@ from ..data import LABEL, TEXT, Splits, load_splits
 from ..errors import UserError
 from ..losses import class_prior, class_weights, make_loss, parse_loss
 from ..inference import TorchClassifier
+from ..logs import captured, captured_lines
 from ..measure import peak_memory_mb
 from ..metrics import classification_report, summary_metrics
 from ..modelcard import write_model_card
@@ -47,6 +48,7 @@ from .distill import DistillTrainer, add_soft_targets, check_teachers
 from .distributed import output_lock_on_main, refuse_unfollowable, world_size
 from .ema import WeightAverage
 from .prefix_cache import CachedPrefixDataset, collate_cached, encode_prefix, top_only
+from .progress import training_progress
 from .rdrop import RDropTrainer
 from .resume import Checkpoints, data_fingerprint
 
@@ -105,8 +107,9 @@ def train_one(config: TrainConfig, splits: Splits | None = None) -> dict:
     check_not_input(config.output_dir, config.input_paths)
     # The lock: a second run into the same folder is refused, naming this one. Scratch space for a strategy's
     # extra files; a killed run's is removed by the next run. The checkpoints for --resume live beside OUT.
-    # Under torchrun / accelerate only the main process, the one that writes, holds the lock.
-    with output_lock_on_main(config.output_dir), scratch_dir("freezetune-trainer-") as scratch:
+    # Under torchrun / accelerate only the main process, the one that writes, holds the lock. The libraries'
+    # messages (shown only with --verbose) are captured for train.log.
+    with output_lock_on_main(config.output_dir), scratch_dir("freezetune-trainer-") as scratch, captured():
         run = prepare(config, splits)
         run.scratch = scratch
         fitted = fit(run)
@@ -239,7 +242,8 @@ def fit(run: Run) -> Fitted:
             optimizers=(optimizer, None),
             compute_loss_func=run.loss,
         )
-        run.checkpoints.train(trainer, states, resume_from)  # trainer.train(), or continued from a checkpoint
+        with training_progress(trainer):  # one bar, not the Trainer's bars and printed log dicts
+            run.checkpoints.train(trainer, states, resume_from)  # trainer.train(), or continued from a checkpoint
         best_epoch.restore_best()
     seconds = time.perf_counter() - started + run.checkpoints.seconds_before
     return Fitted(trainer, n_cached, seconds, peak[0], _epoch_rows(trainer.state.log_history))
@@ -529,5 +533,7 @@ def write(run: Run, fitted: Fitted, result: RunResult) -> None:
             p = run.post_hoc.probabilities
             reliability_diagram(stage / RELIABILITY_FILE, p["before"], p["after"], p["labels"])
         history = [json.dumps(entry) for entry in fitted.trainer.state.log_history]
-        (stage / LOG_FILE).write_text("\n".join(run.log_lines + ["", "trainer log history:", *history]) + "\n", encoding="utf-8")
+        library = ["", "library messages:", *captured_lines()] if captured_lines() else []
+        (stage / LOG_FILE).write_text("\n".join(run.log_lines + ["", "trainer log history:", *history, *library]) + "\n",
+                                      encoding="utf-8")
     run.say(f"wrote {config.output_dir}")
