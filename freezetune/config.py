@@ -30,6 +30,8 @@ CLASS_WEIGHTS: tuple[str, ...] = ClassWeights.__args__
 Init = Literal["pretrained", "random"]
 Decision = Literal["argmax", "macro_f1"]
 Calibration = Literal["temperature", "none"]
+LrScheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                      "inverse_sqrt"]
 WHERE_AND_HOW = frozenset({"output_dir", "overwrite", "resume", "checkpoints", "config"})
 """Options that say where and how a run is computed, not what: a run resumed with other values of these is the
 same run (`--resume`, `compare --resume`), and a model card does not list them as hyperparameters."""
@@ -61,6 +63,22 @@ class TrainOptions:
     # or "auto" after __post_init__.
     lr: str = option(5e-5, "peak learning rate, or `auto`: pick it on validation from the strategy's default grid "
                      "(see `compare --lr-grid`)")
+    # The Trainer's own schedule and optimizer options, under Hugging Face's names and with its defaults.
+    warmup_ratio: float = option(0.0, "share of the training steps over which the learning rate rises linearly from "
+                                 "0 to --lr (0 to below 1; 0 = no warm-up)")
+    warmup_steps: int = option(0, "optimizer steps over which the learning rate rises linearly from 0 to --lr "
+                               "(instead of --warmup-ratio; 0 = no warm-up)")
+    lr_scheduler_type: LrScheduler = option("linear", "how the learning rate moves after the warm-up: linear (down to 0 "
+                                            "at the end), cosine, cosine_with_restarts, polynomial, constant, "
+                                            "constant_with_warmup, inverse_sqrt (the Trainer's schedules)",
+                                            aliases=["--lr-scheduler"])
+    weight_decay: float = option(0.0, "AdamW's decoupled weight decay, on every trained weight but biases and "
+                                 "normalisation weights, as the Trainer does (0.01 is usual; 0 = none); a non-zero "
+                                 "value turns --compact-embeddings off")
+    gradient_accumulation_steps: int = option(1, "batches whose gradients add up to one optimizer step: the effective "
+                                              "batch is --batch-size x this (x processes), at one batch's memory")
+    max_grad_norm: float = option(1.0, "clip the gradients' total norm to this before each optimizer step (0 = no "
+                                  "clipping)")
     max_length: int = option(30, "tokens per text (longer texts are truncated)")
     metric: SelectionMetric = option("accuracy", "validation metric that picks the best epoch")
     class_weights: ClassWeights = option("none", "balanced: weigh each class's loss by n / (classes * count), "
@@ -105,6 +123,7 @@ class TrainOptions:
         if self.early_stopping is not None:
             _at_least(self, "early_stopping", 1)
         self.lr = _learning_rate(self.lr)
+        _check_schedule_and_optimizer(self)
         self.rdrop = rdrop_alpha(self.rdrop)
         self.ema = ema_decay(self.ema)
         self.distill_from = _teacher_folders(self.distill_from)
@@ -208,6 +227,30 @@ def check_distinct_columns(text_column: str, label_column: str) -> None:
     if text_column == label_column:
         raise UserError(f"--text-column and --label-column are both '{text_column}': name the column of texts and "
                         "the column of labels (two different columns)")
+
+
+def _check_schedule_and_optimizer(options) -> None:
+    """The Trainer's options (warm-up, schedule, weight decay, accumulation, clipping): each valid, none ignored."""
+    options.warmup_ratio = _number(options.warmup_ratio, "--warmup-ratio", lambda r: 0 <= r < 1,
+                                   "a number from 0 to below 1 (the share of the training steps spent warming up)")
+    _at_least(options, "warmup_steps", 0)
+    _at_least(options, "gradient_accumulation_steps", 1)
+    options.weight_decay = _number(options.weight_decay, "--weight-decay", lambda w: math.isfinite(w) and w >= 0,
+                                   "a finite number >= 0 (0 = none; 0.01 is usual)")
+    options.max_grad_norm = _number(options.max_grad_norm, "--max-grad-norm", lambda n: math.isfinite(n) and n >= 0,
+                                    "a finite number >= 0 (0 = no clipping)")
+    _one_of(options, "lr_scheduler_type", LrScheduler)
+    if options.warmup_ratio and options.warmup_steps:
+        raise UserError(f"--warmup-ratio {options.warmup_ratio:g} and --warmup-steps {options.warmup_steps} both set "
+                        "the warm-up: pass one of them")
+    if options.lr_scheduler_type == "constant" and (options.warmup_ratio or options.warmup_steps):
+        raise UserError("--lr-scheduler constant has no warm-up: use constant_with_warmup, or drop the warm-up")
+    if options.lr_scheduler_type == "polynomial" and options.lr != "auto" and options.lr <= POLYNOMIAL_END_LR:
+        raise UserError(f"--lr-scheduler polynomial decays to {POLYNOMIAL_END_LR:g}, so --lr must be above it, got "
+                        f"{options.lr:g}: use a larger --lr or another schedule")
+
+
+POLYNOMIAL_END_LR = 1e-7  # the Trainer's polynomial schedule ends there (lr_end) and refuses a start below it
 
 
 def _one_of(config, name: str, choices) -> None:

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import tiny_config
 from freezetune.compare import CompareOptions, compare
 from freezetune.training import lr_search, train
 from freezetune.training.lr_search import Search, Trial, search
+
+from .conftest import tiny_config
 
 TRAINING = Path(lr_search.__file__).parent
 
@@ -71,7 +72,7 @@ def test_compare_chooses_as_train_lr_auto_does(tiny_bert, tiny_csv_dir, tmp_path
 
     grid = (1e-5, 0.5)
     monkeypatch.setattr(HeadOnly, "lr_grid", grid)
-    settings = dict(model=str(tiny_bert), data=str(tiny_csv_dir), epochs=2, batch_size=4, max_length=16)
+    settings = {"model": str(tiny_bert), "data": str(tiny_csv_dir), "epochs": 2, "batch_size": 4, "max_length": 16}
     out = compare(CompareOptions(output_dir=str(tmp_path / "study"), strategies=["head"], seeds=[0, 1],
                                  lr_grid="auto", **settings))
     selection = json.loads((out / "lr_selection.json").read_text())["head"]

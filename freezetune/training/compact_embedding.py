@@ -44,16 +44,20 @@ def seen_token_ids(features: list[dict]) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def compact_word_embeddings(model: nn.Module, features: list[dict], weight_decay: float):
+def compact_word_embeddings(model: nn.Module, features: list[dict], weight_decay: float, say=None):
     """Context: train only the word-embedding rows the data uses; written back into the model on exit.
 
     Does nothing when the word embeddings are frozen, with weight decay (untouched rows would then decay in
-    dense training, so the two would differ), or on a family whose anatomy does not list this fast path (tied or
-    shared embeddings, e.g. an encoder-decoder's, need their own care).
+    dense training, so the two would differ; `say`, if given, is told so), or on a family whose anatomy does not
+    list this fast path (tied or shared embeddings, e.g. an encoder-decoder's, need their own care).
     """
     full = model.get_input_embeddings()
-    if (weight_decay != 0 or not anatomy(model).compact_embeddings or not isinstance(full, nn.Embedding)
-            or not full.weight.requires_grad):
+    if not anatomy(model).compact_embeddings or not isinstance(full, nn.Embedding) or not full.weight.requires_grad:
+        yield None
+        return
+    if weight_decay != 0:
+        if say is not None:
+            say(f"compact embeddings off: --weight-decay {weight_decay:g} would decay rows the data never uses")
         yield None
         return
     compact = CompactEmbedding(full, seen_token_ids(features).to(full.weight.device))

@@ -56,8 +56,8 @@ class Search:
 
     def record(self) -> list[dict]:
         """What metrics.json records of the search (`lr_search`): each candidate's lr, score and training time."""
-        return [{"lr": t.lr, f"validation_{self.metric}": t.score(self.metric), "train_seconds": t.metrics["train_seconds"]}
-                for t in self.trials]
+        return [{"lr": t.lr, f"validation_{self.metric}": t.score(self.metric),
+                 "train_seconds": t.metrics["train_seconds"]} for t in self.trials]
 
     def selection(self, seed: int) -> dict:
         """A study's record of one strategy's search (lr_selection.json): the choice, the candidates' scores, and

@@ -142,12 +142,16 @@ def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
     train_features = tokenize_frame(tokenizer, splits.train, config.max_length)
     if config.distill_from:
         add_soft_targets(train_features, splits.train[TEXT].tolist(), config.distill_from, precision, config.eval_batch_size)
-    plan = TrainPlan(epochs=config.epochs, steps_per_epoch=math.ceil(len(train_features) / config.batch_size))
+    # Optimizer steps, as the Trainer counts them: an epoch's batches, then every --gradient-accumulation-steps of them.
+    batches = math.ceil(len(train_features) / config.batch_size)
+    plan = TrainPlan(epochs=config.epochs, steps_per_epoch=math.ceil(batches / config.gradient_accumulation_steps))
     params = prepare_strategy(strategy, model, plan)
     refuse_unfollowable(strategy.spec(), strategy.later_trainable(model))  # several processes: no unfreezing mid-run
     n_classes = len(splits.label_names)
     weights = class_weights(config.class_weights, splits.train[LABEL], n_classes)
-    plain = config.loss == "ce" and weights is None  # the model's own loss is exactly that
+    # The model's own loss is exactly that, but it is each batch's mean: accumulated batches need the loss normalised
+    # over all their rows (the Trainer's num_items_in_batch), which our losses are.
+    plain = config.loss == "ce" and weights is None and config.gradient_accumulation_steps == 1
     loss = None if plain else make_loss(parse_loss(config.loss), weights, class_prior(splits.train[LABEL], n_classes))
     run = Run(config, splits, strategy, tokenizer, model, precision, train_features,
               tokenize_frame(tokenizer, splits.validation, config.max_length), params, plan, weights, loss,
@@ -159,16 +163,34 @@ def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
     counts = parameter_counts(model, strategy)
     run.say(f"model {describe_model(config.model, config.init)}, strategy {strategy.spec()}: {counts['trainable_params']:,} trainable of "
             f"{counts['total_params']:,} parameters ({counts['trainable_params'] / counts['total_params']:.1%}); "
-            f"lr {config.lr:g}; precision {precision}" + (f"; R-Drop alpha {config.rdrop:g}" if config.rdrop else "")
+            f"lr {config.lr:g}{schedule_note(config)}; precision {precision}"
+            + (f"; R-Drop alpha {config.rdrop:g}" if config.rdrop else "")
             + (f"; weights averaged (EMA {config.ema:g})" if config.ema else "")
             + (f"; distilled from {len(config.distill_from)} model(s) (weight {config.distill_weight:g})" if config.distill_from else ""))
-    if world_size() > 1:  # torchrun / accelerate: only the main process speaks, so it says for all
-        run.say(f"training on {world_size()} processes: global batch {world_size() * config.batch_size}")
+    accumulation = config.gradient_accumulation_steps
+    if world_size() > 1 or accumulation > 1:  # torchrun / accelerate: only the main process speaks, so it says for all
+        where = f"training on {world_size()} processes" if world_size() > 1 else "training"
+        per_step = f", {accumulation} batches per optimizer step" if accumulation > 1 else ""
+        run.say(f"{where}{per_step}: global batch {world_size() * config.batch_size * accumulation}")
     if (note := truncation_note(tokenizer, splits.train[TEXT].tolist(), config.max_length)) is not None:
         run.say(note)
     if run.loss_weights is not None:
         run.say("class weights (loss): " + ", ".join(f"{n} {w:.2f}" for n, w in zip(splits.label_names, run.loss_weights.tolist())))
     return run
+
+
+def schedule_note(config: TrainConfig) -> str:
+    """The Trainer's options that differ from their defaults, for the run's first line (empty when none does)."""
+    notes = [f"{config.lr_scheduler_type} schedule"] if config.lr_scheduler_type != "linear" else []
+    if config.warmup_steps or config.warmup_ratio:
+        notes.append(f"warm-up {config.warmup_steps} steps" if config.warmup_steps
+                     else f"warm-up {100 * config.warmup_ratio:g}% of the steps")
+    if config.weight_decay:
+        notes.append(f"weight decay {config.weight_decay:g}")
+    if config.max_grad_norm != 1.0:
+        notes.append(f"gradients clipped at norm {config.max_grad_norm:g}" if config.max_grad_norm
+                     else "no gradient clipping")
+    return "".join(f", {note}" for note in notes)
 
 
 def _check_max_length(max_length: int, model) -> None:
@@ -224,7 +246,7 @@ def fit(run: Run) -> Fitted:
     with peak_memory_mb() as peak, contextlib.ExitStack() as fast_paths:
         train_set, validation_set, collator = run.train_features, run.validation_features, DataCollatorWithPadding(run.tokenizer)
         if config.compact_embeddings:
-            fast_paths.enter_context(compact_word_embeddings(run.model, run.train_features, args.weight_decay))
+            fast_paths.enter_context(compact_word_embeddings(run.model, run.train_features, args.weight_decay, run.say))
         optimizer = _optimizer(run)  # after compaction (its parameter replaces the embedding's), before the cut
         n_cached = frozen_prefix(run.model, run.strategy) if config.prefix_cache else 0
         if n_cached:
@@ -269,13 +291,15 @@ def _trainer_class(config: TrainConfig):
 
 
 def _optimizer(run: Run) -> torch.optim.Optimizer:
-    optimizer, params = make_optimizer(run.model, run.strategy, run.config.lr, run.precision)
+    optimizer, params = make_optimizer(run.model, run.strategy, run.config.lr, run.precision,
+                                       weight_decay=run.config.weight_decay)
     run.params[:] = params  # again: compaction may have replaced one
     return optimizer
 
 
-def make_optimizer(model, strategy: Strategy, lr: float, precision: str = "fp32", **kernel):
-    """AdamW over the strategy's parameter groups (one group at lr unless it sets learning rates per layer).
+def make_optimizer(model, strategy: Strategy, lr: float, precision: str = "fp32", weight_decay: float = 0.0, **kernel):
+    """AdamW over the strategy's parameter groups (one group at lr unless it sets learning rates per layer), each
+    split by `weight_decay_groups`.
 
     Returns (optimizer, the parameters it updates). `kernel` (`foreach=`, `fused=`) overrides the choice of
     torch's AdamW implementation (benchmarks/mfu.py compares them).
@@ -288,8 +312,25 @@ def make_optimizer(model, strategy: Strategy, lr: float, precision: str = "fp32"
     # against 43 ms for the builtin model's 24M trained parameters on 2 CPU cores). Not with fp16: its GradScaler
     # then calls step() on overflow too, and the Trainer would advance the schedule on steps that did nothing.
     fusable = precision != "fp16" and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-    # weight_decay 0, the Trainer's default, stated: compact_word_embeddings relies on it.
+    groups = weight_decay_groups(model, groups, weight_decay)
     return torch.optim.AdamW(groups, lr=lr, weight_decay=0.0, **(kernel or {"fused": fusable})), params
+
+
+def weight_decay_groups(model, groups: list[dict], weight_decay: float) -> list[dict]:
+    """Each optimizer group (its own lr kept) split in two: the weights that decay at `weight_decay` and those that
+    do not, biases and normalisation weights (the Trainer's rule, `get_decay_parameter_names`). No decay: as given."""
+    if not weight_decay:
+        return groups
+    # The Trainer's method reads nothing of the Trainer (the optimizer is built before there is one).
+    decays = set(Trainer.get_decay_parameter_names(None, model))
+    decayed = {id(p) for name, p in model.named_parameters() if name in decays}
+    split = []
+    for group in groups:
+        for decay in (weight_decay, 0.0):
+            params = [p for p in group["params"] if (id(p) in decayed) == bool(decay)]
+            if params:
+                split.append({**group, "params": params, "weight_decay": decay})
+    return split
 
 
 class BestEpochCallback(TrainerCallback):
@@ -343,6 +384,13 @@ def training_arguments(config: TrainConfig, precision: str, output_dir: str) -> 
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.eval_batch_size,
         learning_rate=config.lr,
+        # The schedule is the Trainer's; HF reads a warmup_steps below 1 as a share of the training steps.
+        lr_scheduler_type=config.lr_scheduler_type,
+        warmup_steps=config.warmup_steps or config.warmup_ratio,
+        # The optimizer is ours (make_optimizer, with this decay); the fast paths read it here.
+        weight_decay=config.weight_decay,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_grad_norm=config.max_grad_norm,
         seed=config.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
