@@ -12,6 +12,7 @@ This module imports neither torch nor transformers: `freezetune --help` stays fa
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import os
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Literal
 
 from .errors import UserError
 
-# The offline defaults: both ship inside PyPI packages (see README, "Offline default").
+# The offline defaults: both ship inside PyPI packages (see docs/training.md, "The offline default model and data").
 DEFAULT_MODEL = "builtin:multilingual-e5-small"
 DEFAULT_DATA = "builtin:inews"
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -32,7 +33,8 @@ Decision = Literal["argmax", "macro_f1"]
 Calibration = Literal["temperature", "none"]
 LrScheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                       "inverse_sqrt"]
-WHERE_AND_HOW = frozenset({"output_dir", "overwrite", "resume", "checkpoints", "config"})
+ReportTo = Literal["none", "tensorboard", "mlflow", "wandb"]
+WHERE_AND_HOW = frozenset({"output_dir", "overwrite", "resume", "checkpoints", "config", "report_to", "run_name"})
 """Options that say where and how a run is computed, not what: a run resumed with other values of these is the
 same run (`--resume`, `compare --resume`), and a model card does not list them as hyperparameters."""
 
@@ -116,6 +118,11 @@ class TrainOptions:
     checkpoints: bool = option(True, "write a checkpoint at every epoch's end so that --resume can continue a stopped "
                                "run (--no-checkpoints: none; the model and optimizer state written each epoch can "
                                "take longer than a short epoch on a GPU)")
+    report_to: ReportTo = option("none", "experiment tracker that receives the run: the Trainer's per-step loss and "
+                                 "per-epoch validation metrics, then the final metrics and the options (the Trainer's "
+                                 "report_to): tensorboard (event files in OUT/tensorboard, or under "
+                                 "$TENSORBOARD_LOGGING_DIR), mlflow ($MLFLOW_TRACKING_URI), wandb; each needs its "
+                                 "extra (pip install 'freezetune[mlflow]')")
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_batch_size", "max_length"):
@@ -138,6 +145,8 @@ class TrainOptions:
         _one_of(self, "init", Init)
         _one_of(self, "decision", Decision)
         _one_of(self, "calibration", Calibration)
+        _one_of(self, "report_to", ReportTo)
+        _check_tracker_installed(self.report_to)
         from .losses import parse_loss  # no torch: parsing only
 
         self.loss = str(parse_loss(self.loss))
@@ -176,6 +185,8 @@ class TrainConfig(TrainOptions):
                            "is the older spelling", aliases=["--freeze"])
     freeze_embeddings: bool = option(False, "older spelling of +emb: also freeze the embeddings")
     seed: int = option(0, "random seed of the head's initialisation, dropout and batch order")
+    run_name: str = option("", "the run's name in the --report-to tracker (the Trainer's run_name); default "
+                           "MODEL/STRATEGY/seedN")
     keep_adapter: bool = option(False, "with LoRA: also write the adapter alone into OUT/adapter (loads with "
                                 "peft's PeftModel.from_pretrained)")
     overwrite: bool = option(False, "replace an existing output directory")
@@ -251,6 +262,13 @@ def _check_schedule_and_optimizer(options) -> None:
 
 
 POLYNOMIAL_END_LR = 1e-7  # the Trainer's polynomial schedule ends there (lr_end) and refuses a start below it
+
+
+def _check_tracker_installed(report_to: str) -> None:
+    """A tracker asked for must be importable, checked here (before any data or model loads): the Trainer would
+    fail only once training starts."""
+    if report_to != "none" and importlib.util.find_spec(report_to) is None:  # each tracker's package has its name
+        raise UserError(f"--report-to {report_to} needs the {report_to} package: pip install 'freezetune[{report_to}]'")
 
 
 def _one_of(config, name: str, choices) -> None:
