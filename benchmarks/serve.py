@@ -237,7 +237,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> None:
-    from freezetune.serve.backends import load_predictor
+    from freezetune.inference.backends import load_predictor
     from freezetune.serve.options import ServeLimits
 
     args = parse_args(argv)

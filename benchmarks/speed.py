@@ -206,9 +206,9 @@ def run_predict(model_dir: str, splits, batch_size: int, work_dir: str) -> list[
     from transformers import pipeline
 
     import freezetune.models.mean_pool  # noqa: F401  lets pipeline() load a builtin-model folder
-    from freezetune.export import export_onnx
-    from freezetune.onnx_predict import OnnxPredictor
-    from freezetune.predict import Predictor, trained_max_length
+    from freezetune.inference.export import export_onnx
+    from freezetune.inference.onnx_predict import OnnxPredictor
+    from freezetune.inference.predict import Predictor, trained_max_length
 
     texts, labels = splits.test["text"].tolist(), splits.test["label"].tolist()
     exported = str(export_onnx(model_dir, str(Path(work_dir) / "onnx"), int8=True, overwrite=True))

@@ -1,7 +1,8 @@
 """freezetune: fine-tune pretrained encoders for short-text classification, and measure each way of tuning.
 
-The pipeline, one package per step: data -> models -> strategies (which parameters train) -> training ->
-compare (the study) and predict/serve. Everything but the config and the error type loads lazily, so
+The pipeline, one package per step: data -> models -> strategies (which parameters train) -> training (losses/
+its loss terms) -> posthoc (calibration and the decision rule, folded into the head) -> inference (predict,
+export) -> compare (the study) and serve -> cli. layout.py names the files every output folder holds. Everything but the config and the error type loads lazily, so
 `freezetune --help` and `freezetune data list` do not import torch, pandas or matplotlib.
 
 `train(...)` and `study(...)` take the command line's options as keywords (api.py); what they return displays
@@ -18,8 +19,8 @@ __all__ = ["TrainConfig", "TrainOptions", "Splits", "UserError", "load_splits", 
 _LAZY = {
     "Splits": ("data", "Splits"), "load_splits": ("data", "load_splits"),
     "train": ("api", "train"), "study": ("compare", "compare"), "side_by_side": ("display", "side_by_side"),
-    "evaluate": ("predict", "evaluate"), "Predictor": ("predict", "Predictor"),
-    "export_onnx": ("export", "export_onnx"), "OnnxPredictor": ("onnx_predict", "OnnxPredictor"),
+    "evaluate": ("inference.predict", "evaluate"), "Predictor": ("inference.predict", "Predictor"),
+    "export_onnx": ("inference.export", "export_onnx"), "OnnxPredictor": ("inference.onnx_predict", "OnnxPredictor"),
     "parse_strategy": ("strategies", "parse_strategy"),
 }
 

@@ -32,11 +32,11 @@ import contextlib
 import dataclasses
 import difflib
 import logging
-import os
 import sys
 
 from .config import TrainConfig
 from .errors import UserError
+from .layout import is_main_process
 
 LOG_FORMAT = "[freezetune] %(message)s"  # the CLI's voice (cli._log_to_stderr)
 
@@ -114,7 +114,7 @@ def cli_voice():
     configured that logger itself. Without them the Trainer would also print raw dicts instead of its bars
     (it shows bars only when freezetune's logger is at INFO)."""
     logger = logging.getLogger("freezetune")
-    if logger.handlers or logger.level != logging.NOTSET or os.environ.get("RANK", "0") != "0":
+    if logger.handlers or logger.level != logging.NOTSET or not is_main_process():
         yield
         return
     handler = logging.StreamHandler(sys.stderr)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from .config import DEFAULT_DATA, DEFAULT_MODEL, TrainConfig
 from .errors import Terminated, UserError
-from .serve.backends import add_predictor_arguments
+from .layout import is_main_process
+from .inference.backends import add_predictor_arguments
 from .serve.options import add_serve_arguments
 
 EXIT_USAGE = 2
@@ -81,7 +82,7 @@ def cmd_train(args) -> None:
 
     config = parse_dataclass(TrainConfig, args.rest, "freezetune train", "fine-tune a model with one tuning strategy")
     metrics = train(config)
-    if os.environ.get("RANK", "0") != "0":
+    if not is_main_process():
         return  # the main process prints the report
     random_init = " - RANDOM INIT, not pretrained" if metrics["init"] == "random" else ""
     print(f"\n{metrics['evaluation_split']} report (best epoch {metrics['best_epoch']}){random_init}:")
@@ -155,13 +156,13 @@ def _predictor(args):
     members = [_model_predictor(args, model) for model in args.model]
     if len(members) == 1:
         return members[0]
-    from .ensemble import EnsemblePredictor
+    from .inference.ensemble import EnsemblePredictor
 
     return EnsemblePredictor(members, names=args.model)
 
 
 def _model_predictor(args, model: str):
-    from .serve.backends import load_predictor
+    from .inference.backends import load_predictor
 
     return load_predictor(model, args.backend, args.int8, args.batch_size, args.precision)
 
@@ -211,7 +212,7 @@ def cmd_predict(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from .export import export_onnx
+    from .inference.export import export_onnx
 
     out = export_onnx(args.model, args.output_dir, int8=args.int8, overwrite=args.overwrite)
     print(f"wrote {out}; predict with: freezetune predict --backend onnx --model {out}"
@@ -226,7 +227,7 @@ def cmd_serve(args) -> None:
 
 def cmd_eval(args) -> None:
     from .metrics import format_report
-    from .predict import evaluate
+    from .inference.predict import evaluate
 
     report = evaluate(args.model, args.data, args.split, args.text_column, args.label_column, args.batch_size, args.precision)
     for note in report["data_notes"]:
@@ -370,7 +371,7 @@ def _take_verbose(argv: list[str]) -> tuple[list[str], bool]:
 def _log_to_stderr() -> None:
     """Progress lines of the `freezetune` logger on stderr, as `[freezetune] message` (the CLI's voice)."""
     logger = logging.getLogger("freezetune")
-    if os.environ.get("RANK", "0") != "0":  # torchrun / accelerate: one voice, the main process's
+    if not is_main_process():  # torchrun / accelerate: one voice, the main process's
         logger.setLevel(logging.WARNING)
         return
     if not logger.handlers:

@@ -22,6 +22,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from .layout import OPTIONS_FILE
+
 EPOCH_HEADER = ["epoch", "train loss", "validation loss", "accuracy", "macro-F1"]
 STUDY_HEADER = ["strategy", "seeds", "accuracy", "macro-F1", "trainable params", "train time (s)"]
 BEST_MARK = " *"
@@ -68,7 +70,7 @@ class StudyFolder(Displayed, type(Path())):
 
     def runs(self) -> dict[str, RunMetrics]:
         """Every finished run of the study, by its folder name under runs/ (e.g. `full-seed0`)."""
-        from .compare.grid import METRICS_FILE
+        from .layout import METRICS_FILE
 
         folders = sorted((self / "runs").glob(f"*/{METRICS_FILE}"))
         return {path.parent.name: RunMetrics(json.loads(path.read_text(encoding="utf-8"))) for path in folders}
@@ -155,7 +157,7 @@ def side_by_side_blocks(runs: Mapping[str, Mapping]) -> list[tuple]:
 
 def study_blocks(folder: Path, summary) -> list[tuple]:
     """The study's settings (compare.json), its summary table, and where the whole report is."""
-    record_file = folder / "compare.json"
+    record_file = folder / OPTIONS_FILE
     record = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
     split = _evaluation_split(folder)
     about = (f"Study {folder}: model {record.get('model', '?')}, data {record.get('data', '?')}, seeds "

@@ -18,10 +18,9 @@ from pathlib import Path
 import yaml
 
 from .config import WHERE_AND_HOW
+from .layout import CARD_FILE, METRICS_FILE, RUN_CONFIG_FILE
 from .outputs import write_text_atomic
 
-CARD_FILE = "README.md"
-METRICS_FILE, RUN_CONFIG_FILE = "metrics.json", "run_config.json"
 
 # Builtin encoders: the hub model each one is a copy of, and what a reader must know about it.
 BUILTIN_BASES = {

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import UserError
+from .layout import EXPORT_FILES, RUN_FILES
 
 HOST = socket.gethostname()
 # What follows a temporary folder's prefix: "<pid>@<host>-<mkdtemp's random part: [a-z0-9_]>".
@@ -58,9 +59,6 @@ def check_writable(path: str | os.PathLike, flag: str = "--output-dir") -> Path:
 # What marks a folder as one freezetune wrote, which `--overwrite` may replace: a training run's files (train, and
 # each run of compare or of `--lr auto`), or an export's model beside its marker. Exports from before the marker
 # are recognised by model.onnx beside the run_config.json they copied from the trained folder.
-RUN_FILES = ("metrics.json", "run_config.json")
-EXPORT_MARKER = "export.json"
-EXPORT_FILES = (("model.onnx", EXPORT_MARKER), ("model.onnx", "run_config.json"))
 FOREIGN = "a folder freezetune did not write"
 
 

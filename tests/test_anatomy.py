@@ -15,7 +15,7 @@ from transformers import AutoModelForSequenceClassification
 
 from freezetune import UserError
 from freezetune.models.anatomy import KNOWN, TABLE, anatomy, depth_from_config, skeleton
-from freezetune.models.head import final_linear
+from freezetune.posthoc.fold import final_linear
 from freezetune.strategies import TrainPlan, parse_strategy, prepare
 
 from .tiny_models import CONFIGS, toy_classifier

@@ -7,7 +7,7 @@ import pytest
 from scipy.special import softmax
 from sklearn.metrics import brier_score_loss
 
-from freezetune.calibration import (
+from freezetune.posthoc.calibration import (
     brier_score, calibration_metrics, expected_calibration_error, fit_temperature, negative_log_likelihood,
     reliability_bins, reliability_diagram,
 )
@@ -92,15 +92,15 @@ def test_with_a_decision_rule_the_temperature_is_fitted_again_on_the_served_logi
     on validation so that it is NLL-optimal itself, and not one label changes."""
     from types import SimpleNamespace
 
-    from freezetune.decision import decision_offsets
-    from freezetune.training.run import fit_post_hoc
+    from freezetune.posthoc.decision import decision_offsets
+    from freezetune.posthoc.fit import fit_post_hoc
 
     rng = np.random.default_rng(0)
     # Imbalanced 3-class logits whose labels are calibrated at temperature 1.5 (so T is fitted, offsets favour 0).
     logits = rng.normal(0, 1.5, size=(3000, 3)) + np.array([-1.5, 1.0, 0.5])
     labels = sample_labels(softmax(logits / 1.5, axis=1), rng)
     config = SimpleNamespace(fits_temperature=True, fits_offsets=True, decision="macro_f1")
-    post_hoc = fit_post_hoc(SimpleNamespace(config=config, say=lambda message: None), logits, labels)
+    post_hoc = fit_post_hoc(config, logits, labels, say=lambda message: None)
 
     first = fit_temperature(logits, labels)
     offsets = decision_offsets("macro_f1", logits / first, labels)

@@ -143,7 +143,7 @@ def test_predict_refuses_to_overwrite(capsys, model_dir, tmp_path):
 
 @pytest.mark.parametrize("command", [["predict", "hi"], ["serve"], ["eval", "--data", "builtin:inews"]])
 def test_a_bad_batch_size_is_refused_before_the_model_loads(capsys, monkeypatch, command):
-    import freezetune.serve.backends as backends
+    import freezetune.inference.backends as backends
 
     monkeypatch.setattr(backends, "load_predictor", lambda *a, **k: pytest.fail("loaded a model"))
     code, _, err = run(capsys, *command, "--model", "no-such-folder", "--batch-size", "0")

@@ -80,7 +80,8 @@ def test_existing_output_needs_resume_or_overwrite(study):
 def test_a_study_from_before_an_option_existed_resumes_with_its_default(tmp_path):
     import dataclasses
 
-    from freezetune.compare.study import OPTIONS_FILE, _prepare_output
+    from freezetune.compare.study import _prepare_output
+    from freezetune.layout import OPTIONS_FILE
 
     options = CompareOptions(output_dir=str(tmp_path / "out"), resume=True)
     out = Path(options.output_dir)

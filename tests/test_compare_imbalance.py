@@ -65,7 +65,7 @@ def test_seed_ensemble_equals_averaging_the_recorded_probabilities(study, tiny_c
 def test_both_decision_rules_come_from_one_training(study, tiny_csv_dir):
     """argmax's report is recomputed from each saved model: its logits minus the folded offsets are the
     temperature-scaled logits, whose argmax is the argmax rule."""
-    from freezetune.predict import Predictor
+    from freezetune.inference.predict import Predictor
 
     texts = pd.read_csv(tiny_csv_dir / "test.csv")["sentence"].tolist()
     rules_differ = []

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from freezetune import UserError
-from freezetune.decision import decision_offsets, fit_logit_offsets, score
+from freezetune.posthoc.decision import decision_offsets, fit_logit_offsets, score
 
 
 def biased_logits(n: int, seed: int, bias: float = 1.5) -> tuple[np.ndarray, np.ndarray]:

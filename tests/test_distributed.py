@@ -99,7 +99,7 @@ def check_one_writer(proc: subprocess.CompletedProcess, out: Path) -> None:
 
 
 def saved_logits(folder: Path, texts: list[str]):
-    from freezetune.inference import TorchClassifier
+    from freezetune.inference.classifier import TorchClassifier
     from freezetune.models import load_classifier, load_tokenizer
 
     return TorchClassifier(load_classifier(str(folder)), load_tokenizer(str(folder)), 64, 16).logits(texts)

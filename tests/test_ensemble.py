@@ -9,9 +9,9 @@ import pytest
 
 from freezetune import UserError
 from freezetune.cli import main
-from freezetune.ensemble import EnsemblePredictor, average_probabilities
-from freezetune.inference import TextClassifier
-from freezetune.predict import Predictor
+from freezetune.inference.ensemble import EnsemblePredictor, average_probabilities
+from freezetune.inference.classifier import TextClassifier
+from freezetune.inference.predict import Predictor
 
 from .test_head import LABEL_NAMES, save_classifier
 

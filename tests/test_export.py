@@ -18,9 +18,10 @@ from scipy.special import softmax  # noqa: E402
 from freezetune import TrainConfig  # noqa: E402
 from freezetune.cli import main  # noqa: E402
 from freezetune.errors import UserError  # noqa: E402
-from freezetune.export import INT8_FILE, MODEL_FILE, export_onnx, ffn_output_matmuls  # noqa: E402
-from freezetune.onnx_predict import OnnxPredictor  # noqa: E402
-from freezetune.predict import Predictor  # noqa: E402
+from freezetune.layout import INT8_FILE, MODEL_FILE  # noqa: E402
+from freezetune.inference.export import export_onnx, ffn_output_matmuls  # noqa: E402
+from freezetune.inference.onnx_predict import OnnxPredictor  # noqa: E402
+from freezetune.inference.predict import Predictor  # noqa: E402
 from freezetune.training import train  # noqa: E402
 
 
@@ -137,9 +138,9 @@ def decided_e5(e5_model, tmp_path_factory):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from freezetune import load_splits
-    from freezetune.calibration import fit_temperature
-    from freezetune.decision import fit_logit_offsets
-    from freezetune.models.head import fold_into_classifier
+    from freezetune.posthoc.calibration import fit_temperature
+    from freezetune.posthoc.decision import fit_logit_offsets
+    from freezetune.posthoc.fold import fold_into_classifier
 
     model_dir, titles = e5_model
     validation = load_splits("builtin:inews").validation.sample(300, random_state=0)

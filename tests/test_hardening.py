@@ -90,7 +90,7 @@ def test_eval_scores_a_single_file_whole(capsys, model_dir, tiny_csv_dir):
 def test_output_under_a_regular_file_fails_before_any_work(capsys, monkeypatch, model_dir, tiny_csv_dir, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    forbid(monkeypatch, "freezetune.models.load_tokenizer", "freezetune.predict.Predictor", "freezetune.data.load_splits")
+    forbid(monkeypatch, "freezetune.models.load_tokenizer", "freezetune.inference.predict.Predictor", "freezetune.data.load_splits")
     for argv in (["export", "--model", model_dir, "--output-dir", blocker / "onnx"],
                  ["predict", "好", "--model", model_dir, "--output", blocker / "sub" / "p.csv"],
                  ["compare", "--data", tiny_csv_dir, "--strategies", "tfidf", "--seeds", "0", "--output-dir", blocker / "study"]):

@@ -11,7 +11,8 @@ import torch
 
 from freezetune import UserError
 from freezetune.models import load_tokenizer
-from freezetune.models.head import OFFSETS_KEY, TEMPERATURE_KEY, check_foldable, final_linear, fold_into_classifier, folded
+from freezetune.layout import OFFSETS_KEY, TEMPERATURE_KEY
+from freezetune.posthoc.fold import check_foldable, final_linear, fold_into_classifier, folded
 
 LABEL_NAMES = ["中性", "正面", "负面"]  # the tiny data's sorted names
 TEMPERATURE = 1.7
@@ -74,7 +75,7 @@ def test_the_saved_config_records_what_was_folded(folded_folder):
 def test_pipeline_and_predictor_give_the_folded_labels(folded_folder, texts):
     from transformers import pipeline
 
-    from freezetune.predict import Predictor
+    from freezetune.inference.predict import Predictor
 
     folder, _, expected = folded_folder
     assert [row["label"] for row in pipeline("text-classification", model=str(folder))(texts)] == expected
@@ -83,8 +84,8 @@ def test_pipeline_and_predictor_give_the_folded_labels(folded_folder, texts):
 
 def test_onnx_export_gives_the_folded_labels(folded_folder, texts, tmp_path):
     pytest.importorskip("onnx", reason="needs the onnx extra")
-    from freezetune.export import export_onnx
-    from freezetune.onnx_predict import OnnxPredictor
+    from freezetune.inference.export import export_onnx
+    from freezetune.inference.onnx_predict import OnnxPredictor
 
     folder, _, expected = folded_folder
     exported = export_onnx(str(folder), str(tmp_path / "onnx"))
@@ -161,7 +162,7 @@ def test_a_head_that_cannot_be_folded_into_fails_before_training_unless_nothing_
     final layer freezetune cannot find is refused before training; with nothing to fold, it trains and is scored."""
     from transformers import Trainer
 
-    from freezetune.models import head
+    from freezetune.posthoc import fold as head
     from freezetune.training import train
 
     from .conftest import tiny_config

@@ -118,7 +118,7 @@ def trained(tiny_bert, tiny_csv_dir, tmp_path_factory):
 
 
 def test_training_writes_the_card_and_its_pipeline_example_runs(trained, monkeypatch):
-    from freezetune.predict import Predictor
+    from freezetune.inference.predict import Predictor
 
     header, body = read_card(trained)
     assert header["pipeline_tag"] == "text-classification" and "strategy-full" in header["tags"]

@@ -13,7 +13,8 @@ from transformers import AutoModelForSequenceClassification, TrainingArguments
 from freezetune import UserError
 from freezetune.losses import make_loss
 from freezetune.training import train
-from freezetune.training.rdrop import RDropTrainer, symmetric_kl
+from freezetune.losses.terms import symmetric_kl
+from freezetune.training.rdrop import RDropTrainer
 
 from .conftest import tiny_config
 

@@ -73,7 +73,7 @@ def model_dir(tiny_bert, tiny_csv_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(model_dir, tmp_path_factory):
-    from freezetune.export import export_onnx
+    from freezetune.inference.export import export_onnx
 
     return export_onnx(str(model_dir), str(tmp_path_factory.mktemp("outputs") / "onnx"))
 
@@ -224,7 +224,7 @@ def with_fewer_labels(folder: Path, target: Path) -> Path:
 
 
 def test_a_config_that_disagrees_with_the_weights_names_the_file(capsys, model_dir, tiny_csv_dir, tmp_path):
-    from freezetune.serve.backends import load_predictor
+    from freezetune.inference.backends import load_predictor
 
     edited = with_fewer_labels(model_dir, tmp_path / "edited")
     for argv in (["predict", "好", "--model", edited], ["eval", "--model", edited, "--data", tiny_csv_dir],

@@ -26,7 +26,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from freezetune.cli import main  # noqa: E402
 from freezetune.modelcard import folder_facts  # noqa: E402
-from freezetune.predict import Predictor  # noqa: E402
+from freezetune.inference.predict import Predictor  # noqa: E402
 from freezetune.serve.batching import DynamicBatcher  # noqa: E402
 from freezetune.serve.http import create_app  # noqa: E402
 from freezetune.serve.options import ServeLimits  # noqa: E402
@@ -284,13 +284,13 @@ def test_concurrent_http_requests_share_model_calls(model_dir, predictor):
 @pytest.fixture(scope="module")
 def exported(model_dir, tmp_path_factory):
     pytest.importorskip("onnxruntime")
-    from freezetune.export import export_onnx
+    from freezetune.inference.export import export_onnx
 
     return export_onnx(str(model_dir), str(tmp_path_factory.mktemp("onnx") / "onnx"), int8=True)
 
 
 def test_onnx_int8_backend_equals_its_predictor(exported):
-    from freezetune.onnx_predict import OnnxPredictor
+    from freezetune.inference.onnx_predict import OnnxPredictor
 
     onnx = OnnxPredictor(str(exported), int8=True)
     info = server_info(str(exported), onnx, "onnx", "int8", LIMITS)

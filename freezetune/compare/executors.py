@@ -30,10 +30,10 @@ from pathlib import Path
 
 from freezetune.compare.grid import Run, execute
 from freezetune.errors import UserError
+from freezetune.layout import RUN_CONFIG_FILE
 from freezetune.outputs import scratch_dir, staged_output_dir, write_json_atomic
 
 log = logging.getLogger("freezetune")
-RUN_CONFIG_FILE = "run_config.json"  # training's; a copy, so this module does not import training (torch)
 
 
 class SerialExecutor:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from freezetune.errors import UserError
+from freezetune.layout import METRICS_FILE
 
-METRICS_FILE = "metrics.json"  # the same file `train` writes; its presence marks a finished run
 BASELINES = ("lstm", "tfidf")
 DEFAULT_SWEEP_DEPTH = 12  # where the default sweep stops before the model's depth is known (BERT-base's 12 layers)
 

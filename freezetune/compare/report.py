@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from freezetune.calibration import ECE_BINS
+from freezetune.posthoc.calibration import ECE_BINS
 from freezetune.compare import plots
 from freezetune.compare.grid import Run
 from freezetune.compare.stats import mcnemar_exact, paired_bootstrap

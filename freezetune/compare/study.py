@@ -14,15 +14,15 @@ from pathlib import Path
 
 from freezetune.api import cli_voice, compare_options
 from freezetune.compare.executors import open_executor
-from freezetune.compare.grid import METRICS_FILE, Run, StudyStrategy, grid, parse_strategies, with_recipes
+from freezetune.compare.grid import Run, StudyStrategy, grid, parse_strategies, with_recipes
 from freezetune.compare.options import CompareOptions
 from freezetune.config import field_defaults
 from freezetune.display import StudyFolder
 from freezetune.errors import UserError
+from freezetune.layout import METRICS_FILE, OPTIONS_FILE
 from freezetune.logs import progress_bar
 from freezetune.outputs import check_not_input, check_writable, output_lock, write_json_atomic
 
-OPTIONS_FILE = "compare.json"
 # The validation split, when one must be made, is held out with this seed for every run: the split is
 # part of the study, the seeds vary only the training.
 SPLIT_SEED = 0

@@ -12,7 +12,7 @@ import pandas as pd
 
 from freezetune.compare.grid import Run
 from freezetune.compare.stats import mean_std
-from freezetune.ensemble import average_probabilities
+from freezetune.inference.ensemble import average_probabilities
 from freezetune.metrics import summary_metrics
 
 RUN_COLUMNS = ("trainable_params", "total_params", "train_seconds", "train_samples_per_second", "peak_memory_mb")

@@ -217,9 +217,9 @@ def _say_head(model, info) -> bool:
 
 
 def _forget_folding(config) -> None:
-    """A trained model's config records the temperature and offsets folded into its head (models/head.py): a new
+    """A trained model's config records the temperature and offsets folded into its head (posthoc/fold.py): a new
     head holds none of them, and the next fold must not compose with the old head's (of another size, perhaps)."""
-    from .head import OFFSETS_KEY, TEMPERATURE_KEY
+    from ..layout import OFFSETS_KEY, TEMPERATURE_KEY
 
     for key in (TEMPERATURE_KEY, OFFSETS_KEY):
         if hasattr(config, key):

@@ -3,7 +3,7 @@
 `anatomy(model)` says which modules are the embeddings, the blocks (bottom first, each with the stack it belongs
 to), the final norm, the head and its final linear layer, which module classes are norms, which layers LoRA adapts
 by default, how the head pools, and which of freezetune's fast paths apply. Strategies, the prefix cache, the
-compact embeddings, BitFit, LoRA and the folding into the head (models/head.py) ask it; nothing else names an
+compact embeddings, BitFit, LoRA and the folding into the head (posthoc/fold.py) ask it; nothing else names an
 attribute path. A new family is one `Entry` in `TABLE` (and a tiny random model in tests/test_anatomy.py).
 
 Depth. The blocks are listed in depth order through the whole model: an encoder-decoder's encoder blocks first,

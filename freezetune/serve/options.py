@@ -6,7 +6,7 @@ import argparse
 from dataclasses import asdict, dataclass
 
 from ..errors import UserError
-from .backends import add_predictor_arguments
+from ..inference.backends import add_predictor_arguments
 
 
 @dataclass(frozen=True)

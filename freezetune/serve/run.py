@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..modelcard import folder_facts
-from .backends import describe_precision, load_predictor
+from ..inference.backends import describe_precision, load_predictor
 from .options import ServeLimits, limits_from_args
 
 GRACEFUL_SHUTDOWN_S = 30

@@ -26,13 +26,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 from transformers import Trainer
 
-from ..ensemble import average_probabilities
+from ..inference.ensemble import average_probabilities
 from ..errors import UserError
-from .extra_loss import batch_mean, log_probabilities
+from ..losses.terms import batch_mean, distillation_kl
 
 SOFT_TARGETS = "soft_targets"
 """The key of a training example's soft targets: (classes,) probabilities."""
@@ -65,7 +63,7 @@ _memo: dict[tuple, np.ndarray] = {}
 
 def teacher_probabilities(teachers: Sequence[str], texts: list[str], precision: str, batch_size: int) -> np.ndarray:
     """(texts, classes): the mean of the teachers' predicted probabilities, each teacher loaded in turn."""
-    from ..predict import Predictor
+    from ..inference.predict import Predictor
 
     key = (tuple(_fingerprint(t) for t in teachers), precision, batch_size,
            hashlib.sha256(json.dumps(texts).encode()).hexdigest())
@@ -92,12 +90,6 @@ def _fingerprint(teacher: str) -> tuple:
     path = Path(teacher).expanduser().resolve()
     stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(path.iterdir()) if f.is_file()]
     return str(path), tuple(stats)
-
-
-def distillation_kl(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """KL(targets || softmax(logits)) per row, in float32 at least (a target of exactly 0 contributes 0)."""
-    log_q = log_probabilities(logits)
-    return F.kl_div(log_q, targets.to(log_q.dtype), reduction="none").sum(-1)
 
 
 class DistillTrainer(Trainer):

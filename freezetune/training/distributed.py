@@ -11,21 +11,11 @@ The launchers say who is who in the environment (`RANK`, `WORLD_SIZE`), which is
 from __future__ import annotations
 
 import contextlib
-import os
 from datetime import timedelta
 
 from ..errors import UserError
+from ..layout import is_main_process, world_size
 from ..outputs import output_lock
-
-
-def world_size() -> int:
-    """How many processes train this run (1 without a launcher)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    """Global rank 0: the process that writes the output (the Trainer's `should_save`)."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 @contextlib.contextmanager

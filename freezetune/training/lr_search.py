@@ -26,7 +26,8 @@ from ..data import Splits, load_splits
 from ..outputs import check_not_input, check_output_dir, write_json_atomic
 from ..strategies import parse_strategy
 from .distributed import is_main_process
-from .run import METRICS_FILE, train_one
+from ..layout import METRICS_FILE
+from .run import train_one
 
 log = logging.getLogger("freezetune")
 

@@ -17,13 +17,7 @@ from __future__ import annotations
 import torch
 from transformers import Trainer
 
-from .extra_loss import batch_mean, log_probabilities
-
-
-def symmetric_kl(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """(KL(p1||p2) + KL(p2||p1)) / 2 per row, for two (rows, classes) tensors of logits, in float32 at least."""
-    log_p, log_q = log_probabilities(first), log_probabilities(second)
-    return 0.5 * ((log_p.exp() * (log_p - log_q)).sum(-1) + (log_q.exp() * (log_q - log_p)).sum(-1))
+from ..losses.terms import batch_mean, symmetric_kl
 
 
 class RDropTrainer(Trainer):

@@ -25,20 +25,22 @@ import torch
 from scipy.special import softmax
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from ..calibration import calibration_metrics, fit_temperature, reliability_diagram
+from ..posthoc.calibration import reliability_diagram
 from ..config import TrainConfig
-from ..decision import decision_offsets, reports_by_rule
+from ..posthoc.decision import reports_by_rule
 from ..data import LABEL, TEXT, Splits, load_splits
 from ..errors import UserError
 from ..losses import class_prior, class_weights, make_loss, parse_loss
-from ..inference import TorchClassifier
+from ..inference.classifier import TorchClassifier
+from ..layout import LOG_FILE, METRICS_FILE, RELIABILITY_FILE, RUN_CONFIG_FILE
 from ..logs import captured, captured_lines
 from ..measure import peak_memory_mb
 from ..metrics import classification_report, summary_metrics
 from ..modelcard import write_model_card
 from ..models import describe_model, load_classifier, load_tokenizer
 from ..models.anatomy import anatomy
-from ..models.head import check_foldable, fold_into_classifier
+from ..posthoc.fit import PostHoc, fit_post_hoc
+from ..posthoc.fold import check_foldable, fold_into_classifier
 from ..outputs import check_not_input, check_output_dir, scratch_dir, staged_output_dir, write_json_atomic
 from ..precision import device_type, resolve_precision
 from ..results import RunResult, rounded_probabilities
@@ -52,8 +54,6 @@ from .progress import training_progress
 from .rdrop import RDropTrainer
 from .resume import Checkpoints, data_fingerprint
 
-METRICS_FILE, RUN_CONFIG_FILE, LOG_FILE = "metrics.json", "run_config.json", "train.log"
-RELIABILITY_FILE = "reliability.png"
 log = logging.getLogger("freezetune")
 
 
@@ -451,60 +451,6 @@ def _epoch_rows(log_history: list[dict]) -> list[dict]:
 
 # --- phase 3: evaluate ---------------------------------------------------------------------------------------
 
-@dataclass
-class PostHoc:
-    """What is fitted on validation after training: a temperature (calibration) and logit offsets (decision rule).
-
-    Served logits = raw logits / temperature + offsets, folded into the saved classifier's last layer.
-    """
-
-    temperature: float
-    offsets: np.ndarray
-    decision: str
-    calibration: dict = field(default_factory=dict)
-    """Per split: ECE and Brier score of the raw probabilities (`before`), of softmax(raw / temperature) without
-    the offsets (`after_temperature`), and as served (`served`: what every way of loading OUT gives)."""
-    probabilities: dict = field(default_factory=dict)
-    """The evaluation split's probabilities before and as served, and its labels, for the reliability diagram."""
-
-    @property
-    def changes_model(self) -> bool:
-        return self.temperature != 1.0 or bool(np.any(self.offsets))
-
-    def measure(self, raw: dict, served: dict, labels: dict) -> None:
-        for split, logits in raw.items():
-            before, after = softmax(logits, axis=-1), softmax(served[split], axis=-1)
-            scaled = softmax(logits / self.temperature, axis=-1)
-            self.calibration[split] = {"before": calibration_metrics(before, labels[split]),
-                                       "after_temperature": calibration_metrics(scaled, labels[split]),
-                                       "served": calibration_metrics(after, labels[split])}
-            self.probabilities = {"split": split, "before": before, "after": after, "labels": labels[split]}
-
-    def record(self) -> dict:
-        return {"decision": {"rule": self.decision, "logit_offsets": self.offsets.tolist()},
-                "calibration": {"temperature": self.temperature, **self.calibration}}
-
-
-def fit_post_hoc(run: Run, validation_logits: np.ndarray, validation_labels: np.ndarray) -> PostHoc:
-    """Fit the temperature, then the offsets on the scaled logits; both on validation only, never on test.
-
-    The offsets move probability towards the classes they favour, so softmax(z / T + o) is no longer what T
-    calibrated (on builtin:inews the served ECE rose above the raw one). With both, the temperature is fitted
-    once more on what will be served, (z / T + o) / s: a positive scale changes no label, only the probabilities.
-    """
-    config = run.config
-    temperature = fit_temperature(validation_logits, validation_labels) if config.fits_temperature else 1.0
-    offsets = decision_offsets(config.decision, validation_logits / temperature, validation_labels)
-    if config.fits_temperature and np.any(offsets):
-        rescale = fit_temperature(validation_logits / temperature + offsets, validation_labels)
-        temperature, offsets = temperature * rescale, offsets / rescale
-    if config.fits_temperature:
-        run.say(f"temperature {temperature:.3f} fitted on validation (calibrated probabilities; labels unchanged)")
-    if config.fits_offsets:
-        run.say(f"decision rule {config.decision}: logit offsets {np.round(offsets, 2).tolist()} fitted on validation")
-    return PostHoc(float(temperature), np.asarray(offsets, dtype=np.float64), config.decision)
-
-
 def evaluate(run: Run, fitted: Fitted) -> RunResult:
     """The best epoch's report on validation and on the evaluation split, predicted by the finished model."""
     config, splits = run.config, run.splits
@@ -529,7 +475,7 @@ def evaluate(run: Run, fitted: Fitted) -> RunResult:
     else:
         inputs, score = texts, classifier.logits
     raw = {split: score(x) for split, x in inputs.items()}
-    post_hoc = fit_post_hoc(run, raw["validation"], labels["validation"])
+    post_hoc = fit_post_hoc(config, raw["validation"], labels["validation"], run.say)
     if post_hoc.changes_model:  # folded into the classifier: every way of loading OUT serves the same labels
         fold_into_classifier(run.model, post_hoc.temperature, post_hoc.offsets)
         served = {split: score(x) for split, x in inputs.items()}

@@ -58,12 +58,12 @@ def load_predictor(model: str, backend: Backend = "torch", int8: bool = False, b
 
         torch.set_num_threads(threads)
     if backend == "onnx":
-        from ..onnx_predict import OnnxPredictor
+        from .onnx_predict import OnnxPredictor
 
         return OnnxPredictor(model, batch_size, int8=int8)
     if int8:
         raise UserError("--int8 runs the quantized ONNX model: add --backend onnx (and --model an exported folder)")
-    from ..predict import Predictor
+    from .predict import Predictor
 
     return Predictor(model, batch_size, precision=precision)
 

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import UserError
-from .inference import TextClassifier
+from ..errors import UserError
+from .classifier import TextClassifier
 
 
 def average_probabilities(members: Sequence[np.ndarray]) -> np.ndarray:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal, get_args
 
-from .errors import UserError
+from ..errors import UserError
 
 if TYPE_CHECKING:
     import torch

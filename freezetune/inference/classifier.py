@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from scipy.special import softmax
 
-from .errors import UserError
-from .models.head import final_linear
-from .precision import autocast
+from ..errors import UserError
+from ..posthoc.fold import final_linear
+from ..precision import autocast
 
 
 class TextClassifier(abc.ABC):

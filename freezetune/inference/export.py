@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
-from .outputs import EXPORT_MARKER, check_not_input, check_output_dir, output_lock, staged_output_dir, write_json_atomic
+from ..errors import UserError
+from ..layout import EXPORT_MARKER, INT8_FILE, METRICS_FILE, MODEL_FILE, RUN_CONFIG_FILE
+from ..outputs import check_not_input, check_output_dir, output_lock, staged_output_dir, write_json_atomic
 
-MODEL_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
-COPIED_FILES = ("config.json", "run_config.json", "metrics.json")  # metrics: for `serve`'s /info
+COPIED_FILES = ("config.json", RUN_CONFIG_FILE, METRICS_FILE)  # metrics: for `serve`'s /info
 OPSET = 17
 # Inputs in the order the exported graph lists them; token_type_ids only where the tokenizer makes them.
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -55,7 +55,7 @@ def ffn_output_matmuls(model_path: Path) -> list[str]:
 
 def export_onnx(model_dir: str, output_dir: str, int8: bool = False, overwrite: bool = False) -> Path:
     """Write `output_dir` with model.onnx (opset 17, dynamic batch and sequence) exported from `model_dir`."""
-    from .models import load_tokenizer, load_trained_classifier
+    from ..models import load_tokenizer, load_trained_classifier
 
     source = Path(model_dir)
     if not (source / "config.json").is_file():

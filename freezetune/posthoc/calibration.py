@@ -4,7 +4,7 @@ A fine-tuned classifier is usually overconfident: of the texts it labels with 95
 are right. Dividing the logits by one temperature T > 1 (Guo et al. 2017, "On Calibration of Modern Neural
 Networks") fixes most of that without changing a single label, since argmax(z / T) = argmax(z). T is fitted
 on the validation split by minimising the negative log-likelihood, then folded into the classifier
-(`models.head.fold_into_classifier`). Calibration is measured by the top-label expected calibration error
+(`posthoc.fold.fold_into_classifier`). Calibration is measured by the top-label expected calibration error
 (ECE, equal-width confidence bins) and the multi-class Brier score, before and after.
 """
 

@@ -3,7 +3,7 @@
 Argmax of the logits maximises accuracy when the probabilities are right, not macro-F1: a rare class is
 usually best predicted somewhat more often than its probability says. Adding a per-class offset to the
 logits before the argmax moves each boundary; the offsets are chosen on validation (never on test) and then
-folded into the classifier's bias (`models.head.fold_into_classifier`), so every prediction path applies them.
+folded into the classifier's bias (`posthoc.fold.fold_into_classifier`), so every prediction path applies them.
 
 Only differences between offsets matter, so class 0's is fixed at 0. The search is coordinate ascent over a
 grid, deterministic, starting from zero offsets and keeping the current value unless another is strictly
@@ -16,8 +16,8 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from .errors import UserError
-from .metrics import classification_report
+from ..errors import UserError
+from ..metrics import classification_report
 
 Decision = Literal["argmax", "macro_f1"]
 DECISIONS: tuple[str, ...] = get_args(Decision)

@@ -5,19 +5,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .data import load_evaluation_set
-from .errors import UserError
-from .inference import TorchClassifier
-from .metrics import classification_report
-from .models import load_tokenizer, load_trained_classifier
-from .precision import device_type, resolve_precision
+from ..data import load_evaluation_set
+from ..errors import UserError
+from ..layout import RUN_CONFIG_FILE
+from .classifier import TorchClassifier
+from ..metrics import classification_report
+from ..models import load_tokenizer, load_trained_classifier
+from ..precision import device_type, resolve_precision
 
 DEFAULT_MAX_LENGTH = 512
 
 
 def trained_max_length(model_dir: str) -> int:
     """The max length the model was trained with (from run_config.json), else the tokenizer's limit."""
-    run_config = Path(model_dir) / "run_config.json"
+    run_config = Path(model_dir) / RUN_CONFIG_FILE
     if run_config.is_file():
         return int(json.loads(run_config.read_text(encoding="utf-8"))["max_length"])
     return DEFAULT_MAX_LENGTH

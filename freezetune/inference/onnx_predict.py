@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UserError
-from .export import INT8_FILE, MODEL_FILE, require_onnx
-from .inference import BatchedClassifier
-from .models import load_tokenizer
+from ..errors import UserError
+from ..layout import INT8_FILE, MODEL_FILE
+from .export import require_onnx
+from .classifier import BatchedClassifier
+from ..models import load_tokenizer
 from .predict import trained_max_length
 
 

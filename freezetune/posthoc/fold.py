@@ -16,16 +16,15 @@ import math
 import numpy as np
 
 from ..errors import UserError
+from ..layout import OFFSETS_KEY, TEMPERATURE_KEY
 
-TEMPERATURE_KEY = "freezetune_temperature"
-OFFSETS_KEY = "freezetune_logit_offsets"
 
 
 def final_linear(model):
     """The linear layer that produces the logits of a HF sequence classifier, as its anatomy says
     (models/anatomy.py: `classifier` in BERT, DistilBERT and the builtin model, `classifier.out_proj` in RoBERTa,
     XLM-R and ELECTRA, `score` in decoder-only families, `classification_head.out_proj` in T5 and BART)."""
-    from .anatomy import KNOWN, anatomy
+    from ..models.anatomy import KNOWN, anatomy
 
     linear = anatomy(model).final_linear
     if linear is None:
