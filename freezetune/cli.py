@@ -31,8 +31,16 @@ def _add_data_arguments(parser: argparse.ArgumentParser, data_default: str | Non
     parser.add_argument("--data", default=data_default, required=data_default is None,
                         help="modelscope:OWNER/NAME, hf:OWNER/NAME, a .csv/.tsv/.jsonl/.json/.parquet file, "
                         f"a folder of train/validation/test files, or builtin:NAME (default: {DEFAULT_DATA})")
-    parser.add_argument("--text-column", default="sentence")
-    parser.add_argument("--label-column", default="label")
+    _add_column_arguments(parser)
+
+
+def _add_column_arguments(parser: argparse.ArgumentParser, label: bool = True) -> None:
+    """--text-column (and --label-column) for the commands that read data without a TrainOptions (data, eval,
+    predict): the same flags, defaults and help as train's, taken from its fields."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for name in ("text_column", "label_column") if label else ("text_column",):
+        parser.add_argument("--" + name.replace("_", "-"), default=fields[name].default,
+                            help=fields[name].metadata["help"] + " (default: %(default)s)")
 
 
 def _one_line_error(parser: argparse.ArgumentParser, message: str):
@@ -299,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a folder written by `freezetune train` (or `export`, with --backend onnx); "
                    "repeat it (--model A --model B) to average the models' probabilities (a seed ensemble)")
     p.add_argument("--file", help="a .csv/.tsv/.jsonl/.json/.parquet file of texts")
-    p.add_argument("--text-column", default="sentence")
+    _add_column_arguments(p, label=False)
     p.add_argument("--output", help="write predictions to this .csv or .jsonl file")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true", help="print JSON lines")
@@ -330,8 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("data", help="list the builtin datasets or show one")
     p.add_argument("action", choices=["list", "show"])
     p.add_argument("name", nargs="?")
-    p.add_argument("--text-column", default="sentence")
-    p.add_argument("--label-column", default="label")
+    _add_column_arguments(p)
     p.add_argument("--examples", type=int, default=5)
     p.set_defaults(func=cmd_data)
     return parser

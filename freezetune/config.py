@@ -23,12 +23,14 @@ from .errors import UserError
 # The offline defaults: both ship inside PyPI packages (see docs/training.md, "The offline default model and data").
 DEFAULT_MODEL = "builtin:multilingual-e5-small"
 DEFAULT_DATA = "builtin:inews"
+# The columns a data file is read from unless --text-column / --label-column say otherwise.
+DEFAULT_TEXT_COLUMN, DEFAULT_LABEL_COLUMN = "sentence", "label"
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = Precision.__args__
 SelectionMetric = Literal["accuracy", "macro_f1"]
 ClassWeights = Literal["none", "balanced"]
-CLASS_WEIGHTS: tuple[str, ...] = ClassWeights.__args__
 Init = Literal["pretrained", "random"]
+"""`pretrained`: the model's trained weights; `random`: its architecture (config) with freshly initialised weights."""
 Decision = Literal["argmax", "macro_f1"]
 Calibration = Literal["temperature", "none"]
 LrScheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -56,8 +58,8 @@ class TrainOptions:
                        "a folder of train/validation/test files, or builtin:NAME")
     init: Init = option("pretrained", "random: the model's architecture with random weights, not its pretrained ones "
                         "(e.g. bert-base-chinese offline, for timing and pipeline checks); every output says so")
-    text_column: str = option("sentence", "column holding the texts")
-    label_column: str = option("label", "column holding the labels")
+    text_column: str = option(DEFAULT_TEXT_COLUMN, "column holding the texts")
+    label_column: str = option(DEFAULT_LABEL_COLUMN, "column holding the labels")
     epochs: int = option(3, "training epochs")
     batch_size: int = option(16, "training batch size (per device)")
     eval_batch_size: int = option(64, "batch size of evaluation and prediction")

@@ -147,24 +147,15 @@ def _yaml_header(facts: dict, name: str) -> str:
 
 
 def describe_strategy(name: str | None) -> str:
-    """What trained, from the strategy's name: the freezing family in words, any other strategy by its parts'
-    summaries (`freeze6+lora`: what freeze6 and lora each do)."""
-    if name == "full":
-        return "every parameter trained (full fine-tuning)"
-    if name == "head":
-        return "only the classification head trained, the encoder frozen (a linear probe)"
-    found = re.fullmatch(r"freeze(\d+)(\+emb)?", name or "")
-    if found:
-        embeddings = "frozen too" if found.group(2) else "trainable"
-        return f"encoder layers 0..{int(found.group(1)) - 1} frozen (embeddings {embeddings}); the layers above and the head trained"
+    """What trained, in the parsed strategy's own words (`Strategy.describe`)."""
     from .errors import UserError
     from .strategies import parse_strategy
 
     try:
         strategy = parse_strategy(name or "")
     except UserError:  # a name from another version of freezetune
-        return "see freezetune's README"
-    return "; ".join(f"{part.spec()}: {part.summary}" for part in getattr(strategy, "parts", [strategy]))
+        return "see freezetune's documentation"
+    return strategy.describe()
 
 
 def _card_body(facts: dict, name: str) -> str:

@@ -132,3 +132,20 @@ def test_training_writes_the_card_and_its_pipeline_example_runs(trained, monkeyp
     expected = Predictor(str(trained), precision="fp32").predict(["这游戏太好玩了"])[0]
     best = max(scores, key=lambda s: s["score"])
     assert best["label"] == expected["label"] and best["score"] == pytest.approx(expected["probability"], abs=1e-5)
+
+
+def test_the_card_describes_every_strategy_from_the_parsed_strategy():
+    """The card's words come from the strategy itself (Strategy.describe), so every strategy has them, with its
+    own numbers, and a combination describes each part once."""
+    from freezetune.modelcard import describe_strategy
+    from freezetune.strategies import REGISTRY
+
+    for name in REGISTRY:
+        spec = {"freeze": "freeze3", "top": "top3"}.get(name, name)
+        assert describe_strategy(spec) and "see freezetune" not in describe_strategy(spec), spec
+    assert "only the top 2 encoder layers" in describe_strategy("top2")
+    assert "encoder layers 0..3 frozen (embeddings frozen too)" in describe_strategy("freeze4+emb")
+    assert "the embeddings frozen" not in describe_strategy("freeze4+emb")  # said once, by freeze4
+    lora = describe_strategy("freeze4+lora")
+    assert "low-rank adapters" in lora and "the layers above and the head trained" not in lora
+    assert describe_strategy("no-such-strategy") == "see freezetune's documentation"

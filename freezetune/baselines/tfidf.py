@@ -13,7 +13,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
-from freezetune.losses import check_class_weighting
+from freezetune.losses import check_class_weights
 from freezetune.results import epoch_row, scored_result
 from freezetune.measure import peak_memory_mb
 from freezetune.metrics import SELECTION_METRICS, classification_report
@@ -31,7 +31,7 @@ def run_tfidf(splits, seed: int = 0, class_weight: str = "none", metric: str = "
     `none` or `balanced` (scikit-learn's rule, as `--class-weights`). The result records the chosen C and every
     C's validation scores under "tfidf"; its time is the whole search's.
     """
-    check_class_weighting(class_weight)
+    check_class_weights(class_weight)
     if metric not in SELECTION_METRICS:
         raise ValueError(f"metric must be one of {SELECTION_METRICS}")
     if not c_grid or min(c_grid) <= 0:

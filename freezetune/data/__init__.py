@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from ..config import check_distinct_columns
+from ..config import DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUMN, check_distinct_columns
 from ..errors import UserError
 from .builtin import load_builtin
 from .sources import check_cells, is_data_file, read_raw_splits, read_table
@@ -25,8 +25,8 @@ WHOLE_FILE = "whole file"
 
 def load_splits(
     spec: str,
-    text_column: str = "sentence",
-    label_column: str = "label",
+    text_column: str = DEFAULT_TEXT_COLUMN,
+    label_column: str = DEFAULT_LABEL_COLUMN,
     seed: int = 0,
     validation_fraction: float = 0.1,
 ) -> Splits:
@@ -152,8 +152,8 @@ class EvaluationSet:
     notes: list[str] = field(default_factory=list)
 
 
-def load_evaluation_set(spec: str, split: str | None = None, text_column: str = "sentence",
-                        label_column: str = "label") -> EvaluationSet:
+def load_evaluation_set(spec: str, split: str | None = None, text_column: str = DEFAULT_TEXT_COLUMN,
+                        label_column: str = DEFAULT_LABEL_COLUMN) -> EvaluationSet:
     """One data file, whole (whatever `split` says: it has no splits); otherwise the `split` of `spec`
     (default: test if there is one, else validation, held out from train as in training)."""
     check_distinct_columns(text_column, label_column)

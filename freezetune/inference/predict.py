@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..config import DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUMN
 from ..data import load_evaluation_set
 from ..errors import UserError
 from ..layout import RUN_CONFIG_FILE
@@ -38,8 +39,8 @@ class Predictor(TorchClassifier):
                          resolve_precision(precision, model.device.type))
 
 
-def evaluate(model_dir: str, data: str, split: str | None = None, text_column: str = "sentence",
-             label_column: str = "label", batch_size: int = 64, precision: str = "auto") -> dict:
+def evaluate(model_dir: str, data: str, split: str | None = None, text_column: str = DEFAULT_TEXT_COLUMN,
+             label_column: str = DEFAULT_LABEL_COLUMN, batch_size: int = 64, precision: str = "auto") -> dict:
     """The training report (accuracy, F1s, per-class, confusion matrix) of a trained model on labelled data.
 
     A single data file is evaluated whole; a folder or hub dataset on `split` (default: test, else validation).

@@ -22,13 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal, get_args
 
+from ..config import ClassWeights
 from ..errors import UserError
 
 if TYPE_CHECKING:
     import torch
 
-ClassWeighting = Literal["none", "balanced"]
-CLASS_WEIGHTINGS: tuple[str, ...] = get_args(ClassWeighting)
+CLASS_WEIGHTS: tuple[str, ...] = get_args(ClassWeights)
 
 
 @dataclass(frozen=True)
@@ -201,9 +201,9 @@ def _option_value(key: str, text: str, option: Option, bad: Callable[[str], User
     return value
 
 
-def check_class_weighting(choice: str) -> None:
-    if choice not in CLASS_WEIGHTINGS:
-        raise UserError(f"--class-weights {choice!r} is not valid: use one of {', '.join(CLASS_WEIGHTINGS)}")
+def check_class_weights(choice: str) -> None:
+    if choice not in CLASS_WEIGHTS:
+        raise UserError(f"--class-weights {choice!r} is not valid: use one of {', '.join(CLASS_WEIGHTS)}")
 
 
 def class_weights(choice: str, labels, n_classes: int) -> torch.Tensor | None:
@@ -212,7 +212,7 @@ def class_weights(choice: str, labels, n_classes: int) -> torch.Tensor | None:
     `balanced` is scikit-learn's rule, n / (classes x count): every class carries the same total weight in an
     epoch's loss, so an unweighted loss's cheapest solution (ignore the rare classes) stops being the cheapest.
     """
-    check_class_weighting(choice)
+    check_class_weights(choice)
     if choice == "none":
         return None
     import numpy as np

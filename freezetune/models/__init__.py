@@ -7,13 +7,12 @@ import pickle
 from pathlib import Path
 from typing import Literal, get_args
 
+from ..config import Init
 from ..errors import UserError
 from ..logs import LOADING_LOGGER
 from . import bert_base_chinese
 
 BUILTIN_PREFIX = "builtin:"
-Init = Literal["pretrained", "random"]
-"""`pretrained`: the model's trained weights; `random`: its architecture (config) with freshly initialised weights."""
 INITS: tuple[str, ...] = get_args(Init)
 loading_log = logging.getLogger(LOADING_LOGGER)  # what a load did, in freezetune's words (stderr and train.log)
 

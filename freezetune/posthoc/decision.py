@@ -16,10 +16,10 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from ..config import Decision
 from ..errors import UserError
 from ..metrics import classification_report
 
-Decision = Literal["argmax", "macro_f1"]
 DECISIONS: tuple[str, ...] = get_args(Decision)
 OffsetMetric = Literal["macro_f1", "accuracy"]
 

@@ -64,7 +64,7 @@ class Strategy:
     positional: ClassVar[str | None] = None
     """The option that `name:VALUE` sets (and, with `glue_positional`, a number glued to the name: `freeze6`)."""
     glue_positional: ClassVar[bool] = False
-    summary: ClassVar[str] = "every parameter trains"
+    summary: ClassVar[str] = "every parameter trained (full fine-tuning)"
     lr_grid: ClassVar[tuple[float, ...]] = (2e-5, 5e-5, 1e-4)
     """Learning rates `--lr auto` tries for this family (a linear probe or an adapter wants larger ones)."""
 
@@ -108,8 +108,13 @@ class Strategy:
             return self.name
         if len(changed) == 1 and changed[0][0] == self.positional:
             value = _format(changed[0][1])
-            return f"{self.name}{value}" if _glued(type(self)) else f"{self.name}:{value}"
+            return f"{self.name}{value}" if self.glue_positional else f"{self.name}:{value}"
         return f"{self.name}:" + ",".join(f"{k}={_format(v)}" for k, v in changed)
+
+    def describe(self, within: Strategy | None = None) -> str:
+        """What trains, in words, for the model card; `within`: the combination this is a part of (a part may
+        say less when another part says it). The default: the class's `summary`."""
+        return self.summary
 
 
 def register(name: str):
@@ -182,6 +187,9 @@ class Combination(Strategy):
 
     def spec(self) -> str:
         return "+".join(part.spec() for part in self.parts) or "full"
+
+    def describe(self, within: Strategy | None = None) -> str:
+        return "; ".join(text for part in self.parts if (text := part.describe(within=self))) or Strategy().describe()
 
 
 # --- what every strategy's result has in common ------------------------------------------------------------
@@ -260,7 +268,7 @@ def parse_strategy(text: str) -> Strategy:
 def _parse_part(text: str, whole: str) -> Strategy:
     name, _, options = text.partition(":")
     glued = _GLUED.fullmatch(name)
-    if name not in REGISTRY and glued and glued[1] in REGISTRY and _glued(REGISTRY[glued[1]]):
+    if name not in REGISTRY and glued and glued[1] in REGISTRY and REGISTRY[glued[1]].glue_positional:
         name, options = glued[1], glued[2] + (f",{options}" if options else "")
     cls = REGISTRY.get(name)
     if cls is None:
@@ -281,7 +289,7 @@ def _construct(cls: type[Strategy], options: str, whole: str) -> Strategy:
         values[key] = _coerce(fields[key], value.strip(), whole)
     missing = [f.name for f in fields.values() if f.name not in values and _default(f) is dataclasses.MISSING]
     if missing:
-        example = f"{cls.name}6" if _glued(cls) else f"{cls.name}:{missing[0]}=..."
+        example = f"{cls.name}6" if cls.glue_positional else f"{cls.name}:{missing[0]}=..."
         raise UserError(f"strategy {whole!r}: {cls.name} needs {', '.join(missing)} (e.g. {example}); "
                         f"valid names are {valid_names()}")
     try:
@@ -311,11 +319,6 @@ def valid_names() -> str:
 
 def _default(f: dataclasses.Field):
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-
-
-def _glued(cls: type[Strategy]) -> bool:
-    """`freeze6`, `top4`: a strategy whose name reads with a count is written with the count glued to it."""
-    return cls.glue_positional
 
 
 def _format(value) -> str:

@@ -33,6 +33,12 @@ class FreezeBottom(Strategy):
     glue_positional = True
     summary = "encoder layers 0..N-1 frozen; the embeddings still train (add +emb to freeze them)"
 
+    def describe(self, within=None):
+        embeddings = "frozen too" if _has(within, FreezeEmbeddings) else "trainable"
+        frozen = f"encoder layers 0..{self.layers - 1} frozen (embeddings {embeddings})"
+        alone = not any(part.stage == "method" for part in getattr(within, "parts", []))  # e.g. +lora says the rest
+        return frozen + ("; the layers above and the head trained" if alone else "")
+
     def __post_init__(self):
         if self.layers < 0:
             raise ValueError(f"freeze needs a number of layers >= 0, got {self.layers}")
@@ -58,6 +64,9 @@ class FreezeEmbeddings(Strategy):
     stage = "restriction"
     summary = "the embeddings frozen"
 
+    def describe(self, within=None):
+        return "" if _has(within, FreezeBottom) else self.summary  # freezeN+emb: said by freezeN
+
     def check(self, anatomy, frozen_bottom=0):
         anatomy.require_embeddings("emb")
 
@@ -70,7 +79,7 @@ class FreezeEmbeddings(Strategy):
 class HeadOnly(Strategy):
     """Only the classification head trains: a linear probe on frozen features."""
 
-    summary = "only the classification head trains"
+    summary = "only the classification head trained, the encoder frozen (a linear probe)"
     lr_grid = (1e-3, 3e-3, 1e-2)
 
     def configure(self, model, plan):
@@ -104,5 +113,12 @@ class TopLayers(Strategy):
             for p in block.parameters():
                 p.requires_grad = True
 
+    def describe(self, within=None):
+        return f"only the top {self.layers} encoder layers and the head train"
+
     def spec(self) -> str:
         return f"top{self.layers}"
+
+
+def _has(combination, kind: type) -> bool:
+    return combination is not None and any(isinstance(part, kind) for part in getattr(combination, "parts", []))
