@@ -112,8 +112,9 @@ def test_family_table(kind):
     leaves = {n.rpartition(".")[2] for n, _ in body.blocks[-1].module.named_modules()}
     assert set(body.lora_targets) <= leaves and body.lora_targets
     assert body.pooling in ("cls", "mean", "last-token", "eos")
-    # The fast paths: the encoder families only, for now.
-    assert body.prefix_cache == body.compact_embeddings == (kind in CONFIGS)
+    # The fast paths (tests/test_fast_paths.py, tests/test_decoder_fast_paths.py): the prefix cache on one stack,
+    # the compact embeddings everywhere.
+    assert body.prefix_cache == (kind not in SEQ2SEQ) and body.compact_embeddings
 
 
 def test_an_encoder_decoder_counts_encoder_blocks_first():

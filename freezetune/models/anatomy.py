@@ -14,8 +14,9 @@ stacks, so it belongs to the last encoder block (`Block.modules`).
 
 `anatomy` never fails: on a family the table does not know it looks for the blocks through the model's
 `_no_split_modules` (the classes transformers keeps whole on one device) or at the paths BERT-likes use
-(`encoder.layer`, ...), and for the embeddings through `get_input_embeddings`, and turns every fast path off. Only a strategy that needs the blocks and finds none
-fails (`Anatomy.require_blocks`), naming the known model types; `full` trains anything.
+(`encoder.layer`, ...), and for the embeddings through `get_input_embeddings`, and turns every fast path off.
+Only a strategy that needs the blocks and finds none fails (`Anatomy.require_blocks`), naming the known model
+types; `full` trains anything.
 """
 
 from __future__ import annotations
@@ -59,29 +60,39 @@ class Entry:
     pooling: Pooling
     inputs: tuple[str, ...] = ("input_ids", "attention_mask")
     """The tokenizer outputs the base model takes (BERT-likes also read `token_type_ids`)."""
+    added_embeddings: tuple[str, ...] = ()
+    """Those of `embeddings` whose output the base model's forward adds to `inputs_embeds` itself (GPT-2's position
+    embedding `wpe`): the prefix cache's states already hold it, so there they add nothing."""
     prefix_cache: bool = False
-    """The frozen bottom can run once (training/prefix_cache.py): one stack, no final norm, embeddings that take
-    `inputs_embeds` and pass them on."""
+    """The frozen bottom can run once (training/prefix_cache.py): one stack, embeddings that take `inputs_embeds`
+    and pass them on (or are not run on them), a final norm (a decoder's) that the top runs. Set where
+    tests/test_fast_paths.py or tests/test_decoder_fast_paths.py show cached and uncached logits agree."""
     compact_embeddings: bool = False
-    """The word embeddings can train only the rows the data uses (training/compact_embedding.py)."""
+    """The word embeddings can train only the rows the data uses (training/compact_embedding.py): shown equal to
+    dense training in the same tests."""
 
 
 _BERT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _ENCODER = (Stack(ENCODER, "encoder.layer"),)
 _BERT_LIKE = dict(stacks=_ENCODER, embeddings=("embeddings",), lora_targets=("query", "value"), pooling="cls",
                   inputs=_BERT_INPUTS, prefix_cache=True, compact_embeddings=True)
-# Decoder-only families: a later change adds their fast paths (the final norm and last-token pooling need care).
+# Decoder-only families: their final norm runs on the cached top, their last-token pooling reads `input_ids`.
 _DECODER_ONLY = Entry(stacks=(Stack(DECODER, "layers", "norm"),), embeddings=("embed_tokens",), final_linear="score",
-                      lora_targets=("q_proj", "v_proj"), pooling="last-token")
+                      lora_targets=("q_proj", "v_proj"), pooling="last-token", prefix_cache=True,
+                      compact_embeddings=True)
+# Encoder-decoders: no prefix cache (the decoder's blocks read the encoder's output too, and its own bottom would
+# need its own cache); their three embedding modules share one matrix, which the compact embedding keeps shared.
 _T5 = Entry(stacks=(Stack(ENCODER, "encoder.block", "encoder.final_layer_norm"),
                     Stack(DECODER, "decoder.block", "decoder.final_layer_norm")),
             embeddings=("shared", "encoder.embed_tokens", "decoder.embed_tokens"),
-            final_linear="classification_head.out_proj", lora_targets=("q", "v"), pooling="eos")
+            final_linear="classification_head.out_proj", lora_targets=("q", "v"), pooling="eos",
+            compact_embeddings=True)
 _BART = Entry(stacks=(Stack(ENCODER, "encoder.layers", "encoder.layer_norm"),
                       Stack(DECODER, "decoder.layers", "decoder.layer_norm")),
               embeddings=("shared", "encoder.embed_tokens", "encoder.embed_positions", "encoder.layernorm_embedding",
                           "decoder.embed_tokens", "decoder.embed_positions", "decoder.layernorm_embedding"),
-              final_linear="classification_head.out_proj", lora_targets=("q_proj", "v_proj"), pooling="eos")
+              final_linear="classification_head.out_proj", lora_targets=("q_proj", "v_proj"), pooling="eos",
+              compact_embeddings=True)
 
 TABLE: dict[str, Entry] = {
     "bert": Entry(final_linear="classifier", **_BERT_LIKE),
@@ -92,9 +103,11 @@ TABLE: dict[str, Entry] = {
     "distilbert": Entry(stacks=(Stack(ENCODER, "transformer.layer"),), embeddings=("embeddings",),
                         final_linear="classifier", lora_targets=("q_lin", "v_lin"), pooling="cls",
                         prefix_cache=True, compact_embeddings=True),
-    # GPT-2's attention is one fused Conv1D (`c_attn`: query, key and value together).
-    "gpt2": Entry(stacks=(Stack(DECODER, "h", "ln_f"),), embeddings=("wte", "wpe"), final_linear="score",
-                  lora_targets=("c_attn",), pooling="last-token"),
+    # GPT-2's attention is one fused Conv1D (`c_attn`: query, key and value together). Its forward adds the
+    # position embedding to `inputs_embeds` and applies the embedding dropout `drop` to the sum.
+    "gpt2": Entry(stacks=(Stack(DECODER, "h", "ln_f"),), embeddings=("wte", "wpe", "drop"), added_embeddings=("wpe",),
+                  final_linear="score", lora_targets=("c_attn",), pooling="last-token", prefix_cache=True,
+                  compact_embeddings=True),
     **{t: _DECODER_ONLY for t in ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma3_text")},
     "t5": _T5, "mt5": _T5,
     "bart": _BART, "mbart": _BART,
@@ -157,6 +170,10 @@ class Anatomy:
     """Each stack's block list, relative to `model.base_model` (for the prefix cache, which cuts it)."""
     embedding_paths: tuple[str, ...]
     """`embeddings`' paths relative to `model.base_model` (for the prefix cache, which swaps them)."""
+    added_embedding_paths: tuple[str, ...] = ()
+    """The entry's `added_embeddings` this model has (for the prefix cache)."""
+    final_norm_path: str | None = None
+    """`final_norm`'s path relative to `model.base_model` (for the prefix cache, whose bottom stops before it)."""
 
     @property
     def depth(self) -> int:
@@ -222,6 +239,8 @@ def anatomy(model: nn.Module) -> Anatomy:
         pooling=entry.pooling if entry else None, inputs=entry.inputs if entry else ("input_ids", "attention_mask"),
         prefix_cache=bool(entry and entry.prefix_cache), compact_embeddings=bool(entry and entry.compact_embeddings),
         stack_paths=tuple(s.blocks for s in stacks), embedding_paths=embedding_paths,
+        added_embedding_paths=tuple(p for p in entry.added_embeddings if p in embedding_paths) if entry else (),
+        final_norm_path=stacks[-1].final_norm if stacks and _get(base, stacks[-1].final_norm) is not None else None,
     )
 
 

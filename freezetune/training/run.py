@@ -44,12 +44,12 @@ from ..posthoc.fold import check_foldable, fold_into_classifier
 from ..outputs import check_not_input, check_output_dir, scratch_dir, staged_output_dir, write_json_atomic
 from ..precision import device_type, resolve_precision
 from ..results import RunResult, rounded_probabilities
-from ..strategies import Strategy, TrainPlan, check_fits, frozen_prefix, parameter_counts, parse_strategy, prepare as prepare_strategy
+from ..strategies import Strategy, TrainPlan, check_fits, parameter_counts, parse_strategy, prepare as prepare_strategy
 from .compact_embedding import compact_word_embeddings
 from .distill import DistillTrainer, add_soft_targets, check_teachers
 from .distributed import output_lock_on_main, refuse_unfollowable, world_size
 from .ema import WeightAverage
-from .prefix_cache import CachedPrefixDataset, collate_cached, encode_prefix, top_only
+from .prefix_cache import CachedPrefixDataset, cached_layers, collate_cached, encode_prefix, top_only
 from .progress import training_progress
 from .rdrop import RDropTrainer
 from .resume import Checkpoints, data_fingerprint
@@ -248,13 +248,13 @@ def fit(run: Run) -> Fitted:
         if config.compact_embeddings:
             fast_paths.enter_context(compact_word_embeddings(run.model, run.train_features, args.weight_decay, run.say))
         optimizer = _optimizer(run)  # after compaction (its parameter replaces the embedding's), before the cut
-        n_cached = frozen_prefix(run.model, run.strategy) if config.prefix_cache else 0
+        n_cached = cached_layers(run.model, run.strategy, run.say) if config.prefix_cache else 0
         if n_cached:
             run.say(f"embeddings and layers 0..{n_cached - 1} never train: computing their output once")
             train_set, validation_set = (
                 CachedPrefixDataset(f, encode_prefix(run.model, f, n_cached, config.eval_batch_size, run.precision))
                 for f in (run.train_features, run.validation_features))
-            collator = collate_cached
+            collator = partial(collate_cached, pad_token_id=run.model.config.pad_token_id)  # last-token pooling
             fast_paths.enter_context(top_only(run.model, n_cached))
         trainer = _trainer_class(config)(
             model=run.model, args=args, train_dataset=train_set, eval_dataset=validation_set,
