@@ -3,7 +3,8 @@
     python benchmarks/profile_step.py [--strategy full|freeze6+emb|lora|...] [--steps 20] [--precision auto|fp32|bf16]
 
 Runs the same pieces `train` uses (compact word embeddings, its AdamW, autocast at the resolved precision; the
-frozen-prefix cache is not involved: this profiles the layers that train) on real inews batches, and prints the operators that take the most time.
+frozen-prefix cache is not involved: this profiles the layers that train) on real inews batches, and prints the
+operators that take the most time.
 Run it alone on the machine.
 """
 
@@ -15,10 +16,10 @@ import torch
 from transformers import DataCollatorWithPadding
 
 from freezetune import load_splits
-from freezetune.training.compact_embedding import compact_word_embeddings
 from freezetune.models import load_classifier, load_tokenizer
 from freezetune.precision import autocast, resolve_precision
 from freezetune.strategies import TrainPlan, parameter_counts, parse_strategy, prepare
+from freezetune.training.compact_embedding import compact_word_embeddings
 from freezetune.training.run import make_optimizer, tokenize_frame
 
 MODEL = "builtin:multilingual-e5-small"

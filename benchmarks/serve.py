@@ -200,9 +200,11 @@ def markdown(result: dict) -> str:
     lines = ["# `freezetune serve` under load", "", f"Machine: {result['machine']}", "",
              f"Model `{s['model']}`; {s['clients']} concurrent {s['client']} clients; single-text: {s['single_requests']} requests "
              f"per client; {s['batch_texts']}-text: {s['batch_requests']} requests per client; server flags: "
-             f"`{s['serve_args'] or 'defaults'}` (defaults: max batch {s['max_batch']} texts, max wait {s['max_wait_ms']} ms). `predict`: `Predictor.predict` "
+             f"`{s['serve_args'] or 'defaults'}` (defaults: max batch {s['max_batch']} texts, max wait {s['max_wait_ms']} ms). "
+             "`predict`: `Predictor.predict` "
              "(what `freezetune predict --file` runs) on the same texts, in one list.", "",
-             "| backend | workload | requests | texts/s | predict texts/s | serve / predict | p50 ms | p99 ms | errors | same label as predict |",
+             "| backend | workload | requests | texts/s | predict texts/s | serve / predict | p50 ms | p99 ms | errors "
+             "| same label as predict |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for backend in result["backends"]:
         for row in backend["workloads"]:

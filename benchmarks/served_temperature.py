@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 from scipy.special import softmax
 
-from freezetune.posthoc.calibration import brier_score, expected_calibration_error, fit_temperature, negative_log_likelihood
 from freezetune.compare.study import SPLIT_SEED
 from freezetune.data import LABEL, TEXT, load_splits
 from freezetune.inference.classifier import TorchClassifier
 from freezetune.models import load_classifier, load_tokenizer
+from freezetune.posthoc.calibration import brier_score, expected_calibration_error, fit_temperature, negative_log_likelihood
 
 
 def scores(logits: np.ndarray, labels: np.ndarray) -> str:

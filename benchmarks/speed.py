@@ -7,7 +7,8 @@
 On the same model, data, max length, batch size, learning rate, epochs and seed it runs (a) the notebook's code
 path (whole dataset tokenized with padding=True, the notebook's freezing loop, Trainer defaults), (t) the same
 Trainer with the flags an informed user sets (bf16 where the CPU runs it natively, a padding collator, length
-grouping, and exactly the strategy's parameters frozen, embeddings included), and (b) `freezetune.training.train`. Each training runs alone in a fresh process, so peak memory (ru_maxrss) is that
+grouping, and exactly the strategy's parameters frozen, embeddings included), and (b) `freezetune.training.train`.
+Each training runs alone in a fresh process, so peak memory (ru_maxrss) is that
 run's and no cache is shared. Prediction speed is measured for pipeline("text-classification"), freezetune's
 PyTorch Predictor and ONNX float32/int8. See benchmarks/README.md for what is measured and how FLOPs are counted.
 """
@@ -444,7 +445,8 @@ def markdown(result: dict) -> str:
         "validation accuracy. \"of peak\": of the matmul peak of the run's precision.", "",
         "## Training: (a) the notebook's pipeline, (t) a tuned Trainer, (b) freezetune", "",
         "Speed-ups are whole runs (command to saved model and test score) as train samples/s ratios.", "",
-        "| strategy | run | s/epoch | train samples/s | (b)/(a) | (b)/(t) | precision | accuracy | macro-F1 | peak MB | GFLOP/s | of peak |",
+        "| strategy | run | s/epoch | train samples/s | (b)/(a) | (b)/(t) | precision | accuracy | macro-F1 | peak MB "
+        "| GFLOP/s | of peak |",
         "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for row in result["training"]:
@@ -461,7 +463,8 @@ def markdown(result: dict) -> str:
                   "|---|---|---:|---:|---:|---|---:|---:|"]
         for row in result["ablation"]:
             run, base = row["freezetune"], whole[row["strategy"]]
-            lines.append(f"| {row['strategy']} | {row['variant']} | {run['seconds_per_epoch']:.1f} | {run['train_samples_per_second']:.1f} | "
+            lines.append(f"| {row['strategy']} | {row['variant']} | {run['seconds_per_epoch']:.1f} | "
+                         f"{run['train_samples_per_second']:.1f} | "
                          f"{base['train_samples_per_second'] / run['train_samples_per_second']:.2f}x | {run['precision']} | "
                          f"{run['accuracy']:.4f} | {run['macro_f1']:.4f} |")
     lines += ["", f"## Prediction (test texts, the freezetune `{result['predict_model']}` model, batch size {s['predict_batch_size']})", "",

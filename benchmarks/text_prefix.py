@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from machine import describe_machine
 
 from freezetune import load_splits

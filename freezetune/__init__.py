@@ -2,7 +2,8 @@
 
 The pipeline, one package per step: data -> models -> strategies (which parameters train) -> training (losses/
 its loss terms) -> posthoc (calibration and the decision rule, folded into the head) -> inference (predict,
-export) -> compare (the study) and serve -> cli. layout.py names the files every output folder holds. Everything but the config and the error type loads lazily, so
+export) -> compare (the study) and serve -> cli. layout.py names the files every output folder holds. Everything
+but the config and the error type loads lazily, so
 `freezetune --help` and `freezetune data list` do not import torch, pandas or matplotlib.
 
 `train(...)` and `study(...)` take the command line's options as keywords (api.py); what they return displays

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from .config import DEFAULT_DATA, DEFAULT_MODEL, TrainConfig
 from .errors import Terminated, UserError
-from .layout import is_main_process
 from .inference.backends import add_predictor_arguments
+from .layout import is_main_process
 from .serve.options import add_serve_arguments
 
 EXIT_USAGE = 2
@@ -234,8 +234,8 @@ def cmd_serve(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from .metrics import format_report
     from .inference.predict import evaluate
+    from .metrics import format_report
 
     report = evaluate(args.model, args.data, args.split, args.text_column, args.label_column, args.batch_size, args.precision)
     for note in report["data_notes"]:

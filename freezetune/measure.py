@@ -17,8 +17,8 @@ _STATUS, _CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 def peak_memory_mb():
     """Measure peak memory (MB) during the block; yields a one-item list set on exit.
 
-    On a GPU this is the peak of allocated device memory. On Linux the peak (VmHWM) is reset at the start so a run in a long `compare` process is not charged
-    for earlier runs. Elsewhere it falls back to the lifetime peak from getrusage.
+    On a GPU this is the peak of allocated device memory. On Linux the peak (VmHWM) is reset at the start so a run in
+    a long `compare` process is not charged for earlier runs. Elsewhere it falls back to the lifetime peak from getrusage.
     """
     result = [0.0]
     if device_type() == "cuda":
@@ -35,7 +35,7 @@ def peak_memory_mb():
         yield result
     finally:
         if resettable:
-            line = next(l for l in _STATUS.read_text().splitlines() if l.startswith("VmHWM:"))
+            line = next(row for row in _STATUS.read_text().splitlines() if row.startswith("VmHWM:"))
             result[0] = int(line.split()[1]) / 1024
         else:  # ru_maxrss is KiB on Linux; good enough as an upper bound elsewhere.
             result[0] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

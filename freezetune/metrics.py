@@ -55,7 +55,8 @@ def format_report(report: dict, label_names: list[str]) -> str:
         c = report["per_class"][name]
         lines.append(f"{name:<16}{c['precision']:>10.4f}{c['recall']:>10.4f}{c['f1']:>10.4f}{c['support']:>10d}")
     width = max(7, *(len(n) for n in label_names))
-    lines += ["", "confusion matrix (rows = true, columns = predicted)", " " * (width + 1) + " ".join(f"{n[:width]:>{width}}" for n in label_names)]
+    header = " " * (width + 1) + " ".join(f"{n[:width]:>{width}}" for n in label_names)
+    lines += ["", "confusion matrix (rows = true, columns = predicted)", header]
     for name, row in zip(label_names, report["confusion_matrix"]):
         lines.append(f"{name[:width]:<{width}} " + " ".join(f"{v:>{width}d}" for v in row))
     return "\n".join(lines)

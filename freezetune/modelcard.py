@@ -21,7 +21,6 @@ from .config import WHERE_AND_HOW
 from .layout import CARD_FILE, METRICS_FILE, RUN_CONFIG_FILE
 from .outputs import write_text_atomic
 
-
 # Builtin encoders: the hub model each one is a copy of, and what a reader must know about it.
 BUILTIN_BASES = {
     "builtin:multilingual-e5-small": (

@@ -8,8 +8,13 @@ from scipy.special import softmax
 from sklearn.metrics import brier_score_loss
 
 from freezetune.posthoc.calibration import (
-    brier_score, calibration_metrics, expected_calibration_error, fit_temperature, negative_log_likelihood,
-    reliability_bins, reliability_diagram,
+    brier_score,
+    calibration_metrics,
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    reliability_bins,
+    reliability_diagram,
 )
 
 

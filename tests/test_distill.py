@@ -16,8 +16,8 @@ from transformers import AutoModelForSequenceClassification, TrainingArguments
 from freezetune import UserError
 from freezetune.data import LABEL, TEXT, load_splits
 from freezetune.inference.predict import Predictor
-from freezetune.training import distill, train
 from freezetune.losses.terms import distillation_kl, symmetric_kl
+from freezetune.training import distill, train
 from freezetune.training.distill import SOFT_TARGETS, DistillTrainer, teacher_probabilities
 from freezetune.training.run import _trainer_class
 

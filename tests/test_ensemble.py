@@ -9,8 +9,8 @@ import pytest
 
 from freezetune import UserError
 from freezetune.cli import main
-from freezetune.inference.ensemble import EnsemblePredictor, average_probabilities
 from freezetune.inference.classifier import TextClassifier
+from freezetune.inference.ensemble import EnsemblePredictor, average_probabilities
 from freezetune.inference.predict import Predictor
 
 from .test_head import LABEL_NAMES, save_classifier

@@ -18,10 +18,10 @@ from scipy.special import softmax  # noqa: E402
 from freezetune import TrainConfig  # noqa: E402
 from freezetune.cli import main  # noqa: E402
 from freezetune.errors import UserError  # noqa: E402
-from freezetune.layout import INT8_FILE, MODEL_FILE  # noqa: E402
 from freezetune.inference.export import export_onnx, ffn_output_matmuls  # noqa: E402
 from freezetune.inference.onnx_predict import OnnxPredictor  # noqa: E402
 from freezetune.inference.predict import Predictor  # noqa: E402
+from freezetune.layout import INT8_FILE, MODEL_FILE  # noqa: E402
 from freezetune.training import train  # noqa: E402
 
 
@@ -67,7 +67,8 @@ def test_cli_export_and_predict(capsys, trained, exported, tmp_path):
     assert (tmp_path / "cli" / MODEL_FILE).is_file() and not (tmp_path / "cli" / INT8_FILE).exists()
     capsys.readouterr()
     rows = {}
-    for backend, model, extra in (("torch", trained, ["--precision", "fp32"]), ("onnx", tmp_path / "cli", []), ("onnx", exported, ["--int8"])):
+    runs = (("torch", trained, ["--precision", "fp32"]), ("onnx", tmp_path / "cli", []), ("onnx", exported, ["--int8"]))
+    for backend, model, extra in runs:
         code = main(["predict", "今天游戏真好", "队友太差", "--model", str(model), "--backend", backend, "--json", *extra])
         rows[(backend, *extra)] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert code == 0

@@ -7,10 +7,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, BertConfig, DistilBertConfig, ElectraConfig, XLMRobertaConfig
 
-from freezetune.training.compact_embedding import compact_word_embeddings
 from freezetune.models.mean_pool import MeanPoolBertConfig
-from freezetune.training.prefix_cache import collate_cached, encode_prefix, top_only
 from freezetune.training import train
+from freezetune.training.compact_embedding import compact_word_embeddings
+from freezetune.training.prefix_cache import collate_cached, encode_prefix, top_only
 
 from .conftest import tiny_config
 

@@ -22,13 +22,19 @@ import pytest
 
 import freezetune
 from freezetune.cli import main
-from freezetune.compare import CompareOptions, compare
-from freezetune.compare import plots
+from freezetune.compare import CompareOptions, compare, plots
 from freezetune.compare.report import to_html, to_markdown
 from freezetune.data import load_splits
 from freezetune.errors import UserError
-from freezetune.outputs import (check_output_dir, check_writable, output_lock, scratch_dir, spreadsheet_safe,
-                                staged_output_dir, write_text_atomic)
+from freezetune.outputs import (
+    check_output_dir,
+    check_writable,
+    output_lock,
+    scratch_dir,
+    spreadsheet_safe,
+    staged_output_dir,
+    write_text_atomic,
+)
 
 PACKAGE = Path(freezetune.__file__).parent
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from freezetune import UserError
-from freezetune.models import load_tokenizer
 from freezetune.layout import OFFSETS_KEY, TEMPERATURE_KEY
+from freezetune.models import load_tokenizer
 from freezetune.posthoc.fold import check_foldable, final_linear, fold_into_classifier, folded
 
 LABEL_NAMES = ["中性", "正面", "负面"]  # the tiny data's sorted names

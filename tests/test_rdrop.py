@@ -12,8 +12,8 @@ from transformers import AutoModelForSequenceClassification, TrainingArguments
 
 from freezetune import UserError
 from freezetune.losses import make_loss
-from freezetune.training import train
 from freezetune.losses.terms import symmetric_kl
+from freezetune.training import train
 from freezetune.training.rdrop import RDropTrainer
 
 from .conftest import tiny_config
@@ -75,7 +75,8 @@ def test_evaluation_runs_each_row_once_with_the_plain_loss(batch_and_trainer):
 def test_a_run_with_rdrop_trains_with_it_and_records_it(tiny_bert, tiny_csv_dir, tmp_path, monkeypatch):
     calls = []
     real = RDropTrainer.compute_loss
-    monkeypatch.setattr(RDropTrainer, "compute_loss", lambda self, model, *a, **k: calls.append(model.training) or real(self, model, *a, **k))
+    monkeypatch.setattr(RDropTrainer, "compute_loss",
+                        lambda self, model, *a, **k: calls.append(model.training) or real(self, model, *a, **k))
     metrics = train(tiny_config(tiny_bert, tiny_csv_dir, tmp_path / "out", rdrop=1.0, epochs=1))
     assert True in calls
     assert json.loads((tmp_path / "out" / "run_config.json").read_text())["rdrop"] == 1.0

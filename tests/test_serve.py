@@ -25,8 +25,8 @@ pytest.importorskip("fastapi", reason="serving needs the extra: pip install 'fre
 from fastapi.testclient import TestClient  # noqa: E402
 
 from freezetune.cli import main  # noqa: E402
-from freezetune.modelcard import folder_facts  # noqa: E402
 from freezetune.inference.predict import Predictor  # noqa: E402
+from freezetune.modelcard import folder_facts  # noqa: E402
 from freezetune.serve.batching import DynamicBatcher  # noqa: E402
 from freezetune.serve.http import create_app  # noqa: E402
 from freezetune.serve.options import ServeLimits  # noqa: E402

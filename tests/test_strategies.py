@@ -25,7 +25,6 @@ from transformers import (
 )
 
 from freezetune import UserError
-from freezetune.training.compact_embedding import CompactEmbedding
 from freezetune.models.anatomy import anatomy
 from freezetune.strategies import (
     TrainPlan,
@@ -35,6 +34,7 @@ from freezetune.strategies import (
     prepare,
     trainable_parameters,
 )
+from freezetune.training.compact_embedding import CompactEmbedding
 
 from .tiny_models import CONFIGS, FAMILIES, model_of
 

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from sklearn.metrics import accuracy_score, f1_score
 
-from freezetune import TrainConfig, UserError
+from freezetune import UserError
 from freezetune.training import train
 
 from .conftest import tiny_config

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from freezetune.results import epoch_row, scored_result
 from freezetune.measure import peak_memory_mb
 from freezetune.metrics import SELECTION_METRICS, classification_report
+from freezetune.results import epoch_row, scored_result
 
 PAD, UNK = 0, 1
 

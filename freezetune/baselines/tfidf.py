@@ -14,9 +14,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
 from freezetune.losses import check_class_weights
-from freezetune.results import epoch_row, scored_result
 from freezetune.measure import peak_memory_mb
 from freezetune.metrics import SELECTION_METRICS, classification_report
+from freezetune.results import epoch_row, scored_result
 
 # Inverse regularisation strengths, a factor ~3 apart around scikit-learn's default of 1.
 C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)

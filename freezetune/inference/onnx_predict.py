@@ -10,9 +10,9 @@ import torch
 
 from ..errors import UserError
 from ..layout import INT8_FILE, MODEL_FILE
-from .export import require_onnx
-from .classifier import BatchedClassifier
 from ..models import load_tokenizer
+from .classifier import BatchedClassifier
+from .export import require_onnx
 from .predict import trained_max_length
 
 

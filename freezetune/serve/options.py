@@ -46,7 +46,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s; 0: any free port)")
     parser.add_argument("--max-texts", type=int, default=defaults.max_texts, help="texts per request (default: %(default)s)")
     parser.add_argument("--max-chars", type=int, default=defaults.max_chars, help="characters per text (default: %(default)s)")
-    parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes, help="request body size in bytes (default: %(default)s)")
+    parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes,
+                        help="request body size in bytes (default: %(default)s)")
     parser.add_argument("--max-batch", type=int, default=defaults.max_batch,
                         help="texts per model call, gathered across concurrent requests (default: %(default)s)")
     parser.add_argument("--workers", type=int, help="model calls at once, each on its own thread (default: one per core)")

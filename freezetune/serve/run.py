@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
-from ..modelcard import folder_facts
 from ..inference.backends import describe_precision, load_predictor
+from ..modelcard import folder_facts
 from .options import ServeLimits, limits_from_args
 
 GRACEFUL_SHUTDOWN_S = 30

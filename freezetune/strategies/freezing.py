@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 from ..models.anatomy import anatomy
-from .base import Strategy, TrainPlan, register
+from .base import Strategy, register
 
 register("full")(Strategy)
 
@@ -48,6 +47,9 @@ class FreezeBottom(Strategy):
 
     def restrict(self, model, plan):
         freeze(m for block in anatomy(model).blocks[: self.layers] for m in block.modules)
+
+    def note(self, model):
+        return stacks_note(model, anatomy(model).blocks[: self.layers], f"freeze{self.layers} freezes")
 
     def frozen_bottom(self) -> int:
         return self.layers
@@ -116,8 +118,25 @@ class TopLayers(Strategy):
     def describe(self, within=None):
         return f"only the top {self.layers} encoder layers and the head train"
 
+    def note(self, model):
+        blocks = anatomy(model).blocks
+        return stacks_note(model, blocks[len(blocks) - self.layers:], f"top{self.layers} trains")
+
     def spec(self) -> str:
         return f"top{self.layers}"
+
+
+def stacks_note(model, blocks, what: str) -> str:
+    """`freeze3 freezes encoder layers 0-1 and decoder layer 0`: which stack a layer count reaches, said for
+    encoder-decoders (layers count through the encoder, then the decoder); "" for one stack, where it is plain."""
+    if len({block.stack for block in anatomy(model).blocks}) < 2 or not blocks:
+        return ""
+    spans = {}
+    for block in blocks:
+        spans.setdefault(block.stack, []).append(block.index)
+    words = [f"{stack} layer{'s' if len(i) > 1 else ''} {i[0]}{f'-{i[-1]}' if len(i) > 1 else ''}"
+             for stack, i in spans.items()]
+    return f"{what} {' and '.join(words)} (layers count through the encoder, then the decoder)"
 
 
 def _has(combination, kind: type) -> bool:

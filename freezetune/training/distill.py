@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 from transformers import Trainer
 
-from ..inference.ensemble import average_probabilities
 from ..errors import UserError
+from ..inference.ensemble import average_probabilities
 from ..losses.terms import batch_mean, distillation_kl
 
 SOFT_TARGETS = "soft_targets"

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from ..config import TrainConfig
 from ..data import Splits, load_splits
+from ..layout import METRICS_FILE
 from ..outputs import check_not_input, check_output_dir, write_json_atomic
 from ..strategies import parse_strategy
 from .distributed import is_main_process
-from ..layout import METRICS_FILE
 from .run import train_one
 
 log = logging.getLogger("freezetune")
