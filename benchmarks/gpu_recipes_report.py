@@ -1,4 +1,4 @@
-"""Merge the one-seed studies of benchmarks/gpu_recipes.sh and summarise issue 10's levers.
+"""Merge the one-seed studies of benchmarks/gpu_recipes.sh and summarise the imbalance levers.
 
     python benchmarks/gpu_recipes_report.py RESULTS_DIR
 
@@ -24,7 +24,7 @@ import numpy as np
 from freezetune.compare import CompareOptions, compare
 
 OPTIONS_FILE, METRICS_FILE = "compare.json", "metrics.json"
-TARGETS = {"macro_f1": 0.75, "accuracy": 0.79, "rare_f1": 0.58}  # issue 10's (the rare class: inews' positive)
+TARGETS = {"macro_f1": 0.75, "accuracy": 0.79, "rare_f1": 0.58}  # the project's targets (the rare class: inews' positive)
 
 
 def merge(results: Path) -> dict[str, list[Path]]:
@@ -143,7 +143,7 @@ def write_summary(results: Path, rows: list[dict]) -> None:
     chosen = rows[0]
     meets = {key: chosen[key][0] >= target for key, target in TARGETS.items()}
     text = [
-        "# Issue 10's levers on a GPU: full fine-tuning of the builtin model on builtin:inews",
+        "# The imbalance levers on a GPU: full fine-tuning of the builtin model on builtin:inews",
         "",
         "Command: `bash benchmarks/gpu_recipes.sh RESULTS_DIR` (studies in `benchmarks/gpu_recipes.txt`), then "
         "`python benchmarks/gpu_recipes_report.py RESULTS_DIR`. Each study's own report is in its folder.",
@@ -155,7 +155,7 @@ def write_summary(results: Path, rows: list[dict]) -> None:
         *lines,
         "",
         f"Chosen on validation: **{chosen['study']}**: test accuracy {chosen['accuracy'][0]:.4f}, macro-F1 "
-        f"{chosen['macro_f1'][0]:.4f}, {rare} F1 {chosen['rare_f1'][0]:.4f} (issue 10's targets: macro-F1 >= "
+        f"{chosen['macro_f1'][0]:.4f}, {rare} F1 {chosen['rare_f1'][0]:.4f} (the targets: macro-F1 >= "
         f"{TARGETS['macro_f1']} at accuracy >= {TARGETS['accuracy']}, {rare} F1 >= {TARGETS['rare_f1']}; "
         + ", ".join(f"{k} {'met' if ok else 'not met'}" for k, ok in meets.items()) + ").",
     ]

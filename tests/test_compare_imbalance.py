@@ -1,4 +1,4 @@
-"""Issue 10 in the study: both decision rules from one training, seed ensembles, class counts, per-class and
+"""Imbalanced data in the study: both decision rules from one training, seed ensembles, class counts, per-class and
 calibration tables, and the trade-off sentence. Numbers are checked against independent computations."""
 
 import json

@@ -1,4 +1,4 @@
-"""One run on two processes (issue 12): `torchrun` and `accelerate launch` on the CPU (gloo), against one process.
+"""One run on two processes: `torchrun` and `accelerate launch` on the CPU (gloo), against one process.
 
 The comparisons use the same global batch (2 processes x 4 against 1 x 8) with what makes two runs differ even on
 one process turned off: dropout (a tiny BERT without it), bf16 (fp32) and length grouping (each process groups

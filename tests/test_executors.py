@@ -1,4 +1,4 @@
-"""A study's cells as Ray tasks (issue 12): the same files as the serial loop, resumable, failures kept apart.
+"""A study's cells as Ray tasks: the same files as the serial loop, resumable, failures kept apart.
 
 The Ray tests share one local Ray of 2 CPUs (each cell asks for 1, so two run at once). Its workers get this
 checkout's freezetune through PYTHONPATH.

@@ -134,7 +134,7 @@ def e5_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def decided_e5(e5_model, tmp_path_factory):
-    """Issue 10's case: the builtin model with a temperature and macro-F1 offsets fitted on 300 real validation
+    """The builtin model with a temperature and macro-F1 offsets fitted on 300 real validation
     titles folded into its head, saved, and exported to ONNX (float32 and int8) once for the tests below."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -190,7 +190,7 @@ def test_builtin_e5_onnx_parity_on_real_titles(e5_model, decided_e5):
 
 @pytest.mark.xdist_group("builtin-e5")
 def test_a_decision_rule_model_gives_the_same_labels_on_every_path(e5_model, decided_e5, capsys):
-    """Issue 10: a temperature and macro-F1 offsets fitted on real validation titles, folded into the head, then
+    """A temperature and macro-F1 offsets fitted on real validation titles, folded into the head, then
     `predict`, `predict --backend onnx` and plain `transformers.pipeline` label 200 real test titles identically."""
     from transformers import pipeline
 

@@ -1,6 +1,6 @@
-"""Hostile and careless input (issue 11, part 4): each case was a traceback, a silent data change or lost work.
+"""Hostile and careless input: each case would be a traceback, a silent data change or lost work.
 
-Every test reproduces one report: it failed before the fix it names. Tiny model trained once per module.
+Each test is one such case, checked to fail without its fix. Tiny model trained once per module.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Data files and options that used to load wrong without a word: each is now one error line and exit code 2.
+"""Data files and options that could load wrong without a word: each is one error line and exit code 2.
 
 Shifted CSV columns, JSON objects as texts, one column as both texts and labels, pipes, out-of-range seeds,
 YAML-only required options, negative --examples, and messages about a validation split the user never gave.

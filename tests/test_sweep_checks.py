@@ -79,7 +79,7 @@ def test_the_default_sweep_expands_to_each_models_depth(model, strategies, expec
 
 
 def test_a_two_layer_default_sweep_runs_to_the_end(tiny_bert, tiny_csv_dir, tmp_path):
-    """The review's case: `--strategies sweep` on a 2-layer model used to run full and freeze2 then stop on freeze4."""
+    """`--strategies sweep` on a 2-layer model: every point fits the model, none stops the study halfway (freeze4 would)."""
     out = tmp_path / "study"
     assert compare(tiny_bert, tiny_csv_dir, out, "sweep") == 0
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["freeze2-seed0", "full-seed0"]
