@@ -19,7 +19,7 @@ __all__ = ["TrainConfig", "TrainOptions", "Splits", "UserError", "load_splits", 
 
 _LAZY = {
     "Splits": ("data", "Splits"), "load_splits": ("data", "load_splits"),
-    "train": ("api", "train"), "study": ("compare", "compare"), "side_by_side": ("display", "side_by_side"),
+    "train": ("api", "train"), "study": ("api", "study"), "side_by_side": ("display", "side_by_side"),
     "evaluate": ("inference.predict", "evaluate"), "Predictor": ("inference.predict", "Predictor"),
     "export_onnx": ("inference.export", "export_onnx"), "OnnxPredictor": ("inference.onnx_predict", "OnnxPredictor"),
     "parse_strategy": ("strategies", "parse_strategy"),

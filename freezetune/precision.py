@@ -13,7 +13,7 @@ import contextlib
 
 import torch
 
-from .config import PRECISIONS
+from .choices import PRECISIONS
 from .errors import UserError
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

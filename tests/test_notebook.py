@@ -151,7 +151,7 @@ def test_a_study_keyword_error_is_the_clis_too(tmp_path, capsys):
 
 
 def test_keywords_override_a_config_object_and_a_yaml_file(tmp_path):
-    from freezetune.api import build
+    from freezetune.config import build_options as build
 
     config = freezetune.TrainConfig(output_dir="a", strategy="freeze2", epochs=2)
     assert build(freezetune.TrainConfig, config, {}, "train") is config

@@ -12,15 +12,13 @@ import logging
 import shutil
 from pathlib import Path
 
-from freezetune.api import cli_voice, compare_options
 from freezetune.compare.executors import open_executor
 from freezetune.compare.grid import Run, StudyStrategy, grid, parse_strategies, with_recipes
 from freezetune.compare.options import CompareOptions
-from freezetune.config import field_defaults
-from freezetune.display import StudyFolder
+from freezetune.config import build_options, field_defaults
 from freezetune.errors import UserError
 from freezetune.layout import METRICS_FILE, OPTIONS_FILE
-from freezetune.logs import progress_bar
+from freezetune.logs import cli_voice, progress_bar
 from freezetune.outputs import check_not_input, check_writable, output_lock, write_json_atomic
 
 # The validation split, when one must be made, is held out with this seed for every run: the split is
@@ -29,19 +27,19 @@ SPLIT_SEED = 0
 log = logging.getLogger("freezetune")
 
 
-def compare(options: CompareOptions | None = None, **keywords) -> StudyFolder:
+def compare(options: CompareOptions | None = None, **keywords) -> Path:
     """Run the study into `options.output_dir` and return that folder (report.md, report.html, runs/, ...).
 
     `options`: a `CompareOptions`; keywords are its fields, the CLI's options (`seeds=[0, 1]`), over `options` or
-    the defaults (see freezetune/api.py). The folder returned is a `pathlib.Path` that Jupyter shows as the
-    study's comparison table (display.StudyFolder).
+    the defaults (see freezetune/api.py). `freezetune.study` returns the same folder as a `display.StudyFolder`,
+    which Jupyter shows as the study's comparison table.
 
     Everything that can be checked is checked before an existing folder is touched: the options (they check
     themselves), the strategy names, the output location, the data, and that the model loads.
     """
-    options = compare_options(options, keywords)
+    options = build_options(CompareOptions, options, keywords, "compare")
     with cli_voice():  # progress lines and bars as the CLI shows them
-        return StudyFolder(_run_study(options))
+        return _run_study(options)
 
 
 def _run_study(options: CompareOptions) -> Path:

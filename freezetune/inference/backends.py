@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Literal, get_args
 
-from ..config import PRECISIONS
+from ..choices import PRECISIONS
 from ..errors import UserError
 
 Backend = Literal["torch", "onnx"]

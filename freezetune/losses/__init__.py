@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, get_args
 
-from ..config import ClassWeights
+from ..choices import ClassWeights
 from ..errors import UserError
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ import pickle
 from pathlib import Path
 from typing import Literal, get_args
 
-from ..config import Init
+from ..choices import Init
 from ..errors import UserError
 from ..logs import LOADING_LOGGER
 from . import bert_base_chinese

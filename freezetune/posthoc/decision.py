@@ -16,7 +16,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from ..config import Decision
+from ..choices import Decision
 from ..errors import UserError
 from ..metrics import classification_report
 
