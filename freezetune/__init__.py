@@ -1,10 +1,10 @@
-"""freezetune: fine-tune pretrained encoders for short-text classification, and measure each way of tuning.
+"""freezetune: fine-tune pretrained transformers for short-text classification, and measure each way of tuning.
 
-The pipeline, one package per step: data -> models -> strategies (which parameters train) -> training (losses/
-its loss terms) -> posthoc (calibration and the decision rule, folded into the head) -> inference (predict,
-export) -> compare (the study) and serve -> cli. layout.py names the files every output folder holds. Everything
-but the config and the error type loads lazily, so
-`freezetune --help` and `freezetune data list` do not import torch, pandas or matplotlib.
+The pipeline, one package per step: data -> models -> strategies (which parameters train) -> posthoc (calibration
+and the decision rule, folded into the head) -> inference (predict, export; training's final scoring uses it too)
+-> training (losses/ its loss terms) -> compare (the study) and serve -> api -> cli. choices.py and layout.py, at
+the bottom, hold the options' vocabularies and the output folders' file names. Everything but the config and the
+error type loads lazily, so `freezetune --help` and `freezetune data list` do not import torch, pandas or matplotlib.
 
 `train(...)` and `study(...)` take the command line's options as keywords (api.py); what they return displays
 as tables in Jupyter (display.py). examples/quickstart.ipynb walks through them.

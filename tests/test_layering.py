@@ -1,6 +1,7 @@
-"""The house reads one way: options and layout -> data -> models -> strategies -> training -> posthoc ->
-inference / compare / serve -> api -> cli. No module, and no package, imports one that imports it back, counting
-the imports inside functions too (a lazy import is still a dependency, only a later one)."""
+"""The house reads one way: choices, layout and options -> data -> models -> strategies -> posthoc -> inference
+(training scores its model with it) -> training -> compare / serve -> api -> cli. No module, and no package,
+imports one that imports it back, counting the imports inside functions too (a lazy import is still a dependency,
+only a later one)."""
 
 from __future__ import annotations
 
