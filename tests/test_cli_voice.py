@@ -117,3 +117,20 @@ def test_missing_encoder_weights_are_a_warning_in_freezetunes_words(caplog, tiny
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: {len(dropped)} encoder weights were not in the "
                                                          "checkpoint and start random: ")
     assert "layer.1.output.dense" in warnings[0] and "classifier" not in warnings[0]
+
+
+def test_in_jupyter_the_trainer_draws_no_bar_of_its_own(tmp_path):
+    """In a notebook the Trainer adds NotebookProgressCallback (an HTML table) instead of ProgressCallback: it
+    gives way to freezetune's one bar there too."""
+    import torch
+    from transformers import PrinterCallback, ProgressCallback, Trainer, TrainingArguments
+    from transformers.utils.notebook import NotebookProgressCallback
+
+    from freezetune.training.progress import training_progress
+
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    trainer = Trainer(model=torch.nn.Linear(1, 1), args=args)
+    trainer.add_callback(NotebookProgressCallback)  # as the Trainer does when it finds itself in a notebook
+    with training_progress(trainer):
+        kinds = {type(c) for c in trainer.callback_handler.callbacks}
+        assert not kinds & {ProgressCallback, PrinterCallback, NotebookProgressCallback}

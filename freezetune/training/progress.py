@@ -2,7 +2,8 @@
 
 The Trainer's own `ProgressCallback` adds a bar per evaluation and prints every log dict (`{'loss': ...}`,
 `{'eval_loss': ...}`, `{'train_runtime': ...}`) to stdout between the bar's lines; without a bar, its
-`PrinterCallback` prints them. freezetune says each epoch's numbers in its own line, and train.log keeps the
+`PrinterCallback` prints them; in Jupyter its `NotebookProgressCallback` draws an HTML table of its own beside
+freezetune's bar. freezetune says each epoch's numbers in its own line, and train.log keeps the
 whole log history, so both give way to one bar, unless `--verbose` asks for the libraries' own output.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+from transformers.utils.notebook import NotebookProgressCallback
 
 from .. import logs
 
@@ -38,7 +40,7 @@ def training_progress(trainer):
     if logs.libraries_verbose():
         yield
         return
-    for callback in (ProgressCallback, PrinterCallback):
+    for callback in (ProgressCallback, PrinterCallback, NotebookProgressCallback):
         trainer.remove_callback(callback)
     with contextlib.ExitStack() as bars:
         callback = _StepBar(bars)
