@@ -10,8 +10,8 @@
   notebook's last table does.
 
 Each has `_repr_html_` (Jupyter), `_repr_markdown_` and a plain-text form. Every value is HTML-escaped: label
-names, data notes and paths come from the user's data. Nothing here imports matplotlib (compare/plots.py switches
-it to Agg): displaying a result must not change a notebook's plotting backend.
+names, data notes and paths come from the user's data. Nothing here imports matplotlib (compare/plots.py draws
+without pyplot): displaying a result must not change a notebook's plotting backend.
 """
 
 from __future__ import annotations
@@ -68,11 +68,14 @@ class StudyFolder(Displayed, type(Path())):
         return summary_frame(pd.read_csv(self / "results.csv"), label_names=[])
 
     def runs(self) -> dict[str, RunMetrics]:
-        """Every finished run of the study, by its folder name under runs/ (e.g. `full-seed0`)."""
+        """Every finished run of the study, by its folder under runs/ (e.g. `full-seed0`; with several models
+        `MODEL/full-seed0`)."""
         from .layout import METRICS_FILE
 
-        folders = sorted((self / "runs").glob(f"*/{METRICS_FILE}"))
-        return {path.parent.name: RunMetrics(json.loads(path.read_text(encoding="utf-8"))) for path in folders}
+        runs = self / "runs"
+        folders = sorted([*runs.glob(f"*/{METRICS_FILE}"), *runs.glob(f"*/*/{METRICS_FILE}")])
+        return {path.parent.relative_to(runs).as_posix(): RunMetrics(json.loads(path.read_text(encoding="utf-8")))
+                for path in folders}
 
     def _blocks(self) -> list[tuple] | None:
         if not (self / "results.csv").is_file():  # a path derived from the study (`study / "runs"`), say
@@ -159,11 +162,14 @@ def study_blocks(folder: Path, summary) -> list[tuple]:
     record_file = folder / OPTIONS_FILE
     record = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
     split = _evaluation_split(folder)
-    about = (f"Study {folder}: model {record.get('model', '?')}, data {record.get('data', '?')}, seeds "
-             f"{', '.join(map(str, record.get('seeds', [])))}; {split} split, mean ± std over seeds. "
+    models = record.get("models") or [record.get("model", "?")]  # several: compare --models
+    about = (f"Study {folder}: model{'s' if len(models) > 1 else ''} {', '.join(models)}, "
+             f"data {record.get('data', '?')}, seeds {', '.join(map(str, record.get('seeds', [])))}; {split} split, "
+             "mean ± std over seeds. "
              f"The whole report: {folder / 'report.html'} (or report.md).")
-    rows = [[r["strategy"], int(r["seeds"]), _pm(r["accuracy_mean"], r["accuracy_std"]),
-             _pm(r["macro_f1_mean"], r["macro_f1_std"]), _count(r["trainable_params"]),
+    # A multi-model study's rows name their model (a baseline's is empty): MODEL/STRATEGY.
+    rows = [[f"{r['model']}/{r['strategy']}" if isinstance(r.get("model"), str) else r["strategy"], int(r["seeds"]),
+             _pm(r["accuracy_mean"], r["accuracy_std"]), _pm(r["macro_f1_mean"], r["macro_f1_std"]), _count(r["trainable_params"]),
              _pm(r["train_seconds_mean"], r["train_seconds_std"], 1)] for _, r in summary.iterrows()]
     return [("p", about), ("table", STUDY_HEADER, rows, set())]
 

@@ -26,6 +26,7 @@ EXPORT_FILES = ((MODEL_FILE, EXPORT_MARKER), (MODEL_FILE, RUN_CONFIG_FILE))
 
 # A study's folder (`compare --output-dir`): its options, beside runs/ and the reports.
 OPTIONS_FILE = "compare.json"
+MODELS_FILE = "models.json"  # with several models (--models): each one's folder under runs/ and what it is
 
 # The keys freezetune adds to a trained model's config.json: the temperature and logit offsets folded into its
 # head (posthoc/fold.py), so that a reader can undo them.

@@ -1,4 +1,5 @@
-"""The study's grid: which strategies, one run per strategy x seed (x learning rate), and running one run.
+"""The study's grid: which strategies (on which models), one run per strategy x seed (x learning rate), and running
+one run.
 
 Strategy names are the training vocabulary (`freezetune.strategies.parse_strategy`) plus two study-level words:
 the baselines `lstm` and `tfidf`, and `sweep[:0,2,4,...]`, which stands for `freezeN` at each point.
@@ -8,10 +9,15 @@ spec (`freezetune.losses`) with an optional `+balanced` (class weights), `+rdrop
 (the weights' average), e.g. `ce`, `ce+balanced`, `focal:gamma=2`, `ce+balanced+rdrop=3`. Each (strategy, recipe)
 pair is then its own row of the study, named `STRATEGY@RECIPE` (`full@focal`). A recipe sets its runs' loss and
 class weights; R-Drop and the average only where it says so (elsewhere the study's --rdrop and --ema hold).
+
+Models (`--models A,B,...`): a study of several models runs every transformer strategy on each, each model's runs
+under runs/SLUG/ (`study_models`), and the baselines once, under runs/ as in a one-model study (which has no model
+level at all: its runs and report are those of a study without --models).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -149,16 +155,54 @@ def _sweep_points(name: str, depth: int | None) -> list[int]:
 
 
 @dataclass(frozen=True)
+class StudyModel:
+    """One model of a study that compares several (`--models`): its runs live under runs/SLUG/."""
+
+    model: str
+    """As given: a hub id, a local folder or builtin:NAME."""
+    slug: str
+    """Its folder under runs/: safe in file names, unique in the study (see `study_models`)."""
+
+
+def study_models(models: list[str]) -> list[StudyModel]:
+    """The models of a multi-model study with their folders: a local folder by its own name, a hub id or builtin
+    name with `/` as `--` and `:` as `-`, other unsafe characters as `-`; a name already taken (case-insensitively:
+    some file systems are) gets -2, -3, ... in list order, so the same list always gives the same folders."""
+    taken: set[str] = set()
+    out = []
+    for model in models:
+        base = _slug(model)
+        slug, n = base, 1
+        while slug.lower() in taken:
+            n += 1
+            slug = f"{base}-{n}"
+        taken.add(slug.lower())
+        out.append(StudyModel(model, slug))
+    return out
+
+
+def _slug(model: str) -> str:
+    name = Path(model).expanduser().resolve().name if Path(model).expanduser().is_dir() else model
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name.replace("/", "--").replace(":", "-")).strip("-.")[:80] or "model"
+    # A baseline's run folder sits beside the models' folders (runs/lstm-seed0): a model may not take its name.
+    return f"{name}-model" if re.fullmatch(rf"({'|'.join(BASELINES)})-seed-?\d+", name) else name
+
+
+@dataclass(frozen=True)
 class Run:
     strategy: StudyStrategy
     seed: int
     lr: float | None = None
     """The learning rate, when the study chooses it per strategy (`--lr-grid`); None: the study's --lr."""
+    model: StudyModel | None = None
+    """The model, in a study of several (`--models`); None: the study's --model (and every baseline run)."""
 
     @property
     def name(self) -> str:
+        """The run's folder under runs/: STRATEGY[-lrLR]-seedN, under the model's folder in a multi-model study."""
         lr = "" if self.lr is None else f"-lr{self.lr:g}"
-        return f"{self.strategy.name}{lr}-seed{self.seed}"
+        name = f"{self.strategy.name}{lr}-seed{self.seed}"
+        return name if self.model is None else f"{self.model.slug}/{name}"
 
     def folder(self, output_dir: Path) -> Path:
         return output_dir / "runs" / self.name
@@ -167,10 +211,24 @@ class Run:
         return (self.folder(output_dir) / METRICS_FILE).is_file()
 
 
-def grid(strategies: list[StudyStrategy], seeds: list[int], lrs: dict[str, float] | None = None) -> list[Run]:
-    """Seed-major order: every strategy gets a first result early, and the ETA mixes cheap and slow runs."""
+Cell = tuple[StudyModel | None, StudyStrategy]
+"""A row of the study: a strategy on a model (None: the study's --model, or a baseline, which has no model)."""
+
+
+def cells(strategies: list[StudyStrategy], models: dict[StudyModel, list[StudyStrategy]] | None = None) -> list[Cell]:
+    """The study's rows in report order: `strategies` on the study's --model, or with several models each model's
+    transformer strategies (model by model), then the baselines once: they do not depend on the model."""
+    if not models:
+        return [(None, strategy) for strategy in strategies]
+    return [(model, s) for model, own in models.items() for s in own if not s.is_baseline] + [
+        (None, s) for s in strategies if s.is_baseline]
+
+
+def grid(rows: list[Cell], seeds: list[int], lrs: dict[tuple[StudyModel | None, str], float] | None = None) -> list[Run]:
+    """Seed-major order: every row gets a first result early, and the ETA mixes cheap and slow runs. `lrs`: the
+    learning rate chosen for each (model, strategy name)."""
     lrs = lrs or {}
-    return [Run(strategy, seed, lrs.get(strategy.name)) for seed in seeds for strategy in strategies]
+    return [Run(strategy, seed, lrs.get((model, strategy.name)), model) for seed in seeds for model, strategy in rows]
 
 
 def execute(run: Run, splits, options, output_dir: Path) -> dict:
@@ -202,6 +260,8 @@ def _train_transformer(run: Run, splits, options, folder: Path) -> dict:
     from freezetune.config import TrainConfig
 
     shared = {**options.shared(), **dict(run.strategy.overrides)}
+    if run.model is not None:
+        shared["model"] = run.model.model
     if run.lr is not None:
         shared["lr"] = run.lr
     # A resumed study continues a run that was stopped mid-training from its last epoch's checkpoint; anything

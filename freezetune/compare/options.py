@@ -13,7 +13,7 @@ from typing import Literal
 
 from freezetune.compare.executors import check_executor_options
 from freezetune.compare.grid import parse_recipe
-from freezetune.config import WHERE_AND_HOW, TrainOptions, option, seed_value
+from freezetune.config import DEFAULT_MODEL, WHERE_AND_HOW, TrainOptions, option, seed_value
 from freezetune.errors import UserError
 
 DEFAULT_STRATEGIES = ["full", "freeze6", "head", "lstm", "tfidf"]
@@ -32,6 +32,10 @@ class CompareOptions(TrainOptions):
                              aliases=["-o"])
     config: str | None = option(None, "YAML file, or packaged config name (compare --list-configs), of options "
                                 "(keys are the option names); flags given on the command line override it")
+    models: list[str] = option([], "models to compare (space- or comma-separated hub ids, local folders or builtin: "
+                               "names): every strategy runs on each on the same splits (runs/MODEL/STRATEGY-seedN), "
+                               "the baselines once, and the report compares the models; replaces --model (one model "
+                               "is the same study as --model)")
     strategies: list[str] = option(list(DEFAULT_STRATEGIES), "strategies to compare (space- or comma-separated): any "
                                    "training strategy (full, freezeN, freezeN+emb, head, topN, bitfit, lora, "
                                    "freezeN+lora, llrd, gradual, ...), the baselines lstm and tfidf, and sweep[:0,2,...] "
@@ -69,6 +73,7 @@ class CompareOptions(TrainOptions):
         super().__post_init__()
         if not self.output_dir:
             raise UserError("compare needs --output-dir (or output_dir in the --config file)")
+        self._take_models()
         self.strategies = _as_list(self.strategies)
         self.recipes = _as_list(self.recipes or [])
         for recipe in self.recipes:
@@ -85,6 +90,21 @@ class CompareOptions(TrainOptions):
         if self.resume and self.overwrite:
             raise UserError("--resume and --overwrite contradict each other: pass one of them")
         check_executor_options(self.executor, self.ray_address, self.ray_cpus_per_run, self.ray_gpus_per_run)
+
+    def _take_models(self) -> None:
+        """--models replaces --model: `model` becomes the first of them (what a one-model study reads), and `models`
+        stays empty unless there are several, so `--models A` is the study `--model A` is, folders and record alike."""
+        self.models = _as_list(self.models or [])
+        if not self.models:
+            return
+        if self.model not in (DEFAULT_MODEL, *self.models):
+            raise UserError(f"--model {self.model} and --models {','.join(self.models)} name different models: pass "
+                            "--models alone")
+        self.model, self.models = self.models[0], self.models if len(self.models) > 1 else []
+
+    @property
+    def input_paths(self) -> dict[str, str | list[str]]:
+        return {**super().input_paths, "--models": self.models}
 
     def run_defining(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in NOT_RUN_DEFINING}

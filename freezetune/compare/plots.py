@@ -67,23 +67,27 @@ def learning_curves(epochs: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-def frozen_layers(runs: pd.DataFrame, depth: int, path: Path) -> Path:
+def frozen_layers(runs: pd.DataFrame, depth: int | dict[str, int], path: Path) -> Path:
     """Evaluation accuracy and macro-F1 (mean +- std over seeds) against encoder layers frozen.
 
     `runs` has one row per transformer run with `frozen_layers` (None = head, drawn at `depth`) and
-    `freeze_embeddings`; the two embedding settings are separate series.
+    `freeze_embeddings`; the two embedding settings are separate series. With several models `runs` has a
+    `model` column and `depth` is each model's ({model: depth}): a series per model and embedding setting.
     """
-    runs = runs.assign(x=runs["frozen_layers"].fillna(depth).astype(int))
+    several = isinstance(depth, dict)
+    runs = runs.assign(x=runs["frozen_layers"].fillna(runs["model"].map(depth) if several else depth).astype(int))
+    series_keys = ["model", "freeze_embeddings"] if several else ["freeze_embeddings"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
     for ax, (column, title) in zip(axes, [("evaluation_accuracy", "accuracy"), ("evaluation_macro_f1", "macro-F1")]):
-        for frozen_emb, series in runs.groupby("freeze_embeddings"):
+        for (*model, frozen_emb), series in runs.groupby(series_keys):
             stats = series.groupby(["x", "strategy"])[column].agg(["mean", "std"]).reset_index().sort_values("x")
+            label = "embeddings frozen" if frozen_emb else "embeddings trainable"
             ax.errorbar(stats["x"], stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=4,
-                        label="embeddings frozen" if frozen_emb else "embeddings trainable")
+                        label=f"{plain_text(model[0])}: {label}" if model else label)
             # The x axis already names each freezeN point; only `head` (drawn at all layers) gets a label.
             for _, row in stats[stats["strategy"] == "head"].iterrows():
                 ax.annotate("head", (row["x"], row["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        ax.set_title(f"{title} vs frozen layers (head = all {depth})")
+        ax.set_title(f"{title} vs frozen layers (head = all {'of each model' if several else depth})")
         ax.set_xlabel("encoder layers frozen")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)

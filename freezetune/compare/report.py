@@ -1,6 +1,8 @@
 """The study's report: report.md, a self-contained report.html, results.csv/.json and the PNG plots.
 
-Both documents are rendered from one list of blocks, so the markdown and the HTML never disagree.
+Both documents are rendered from one list of blocks, so the markdown and the HTML never disagree. A study of
+several models (`--models`) names each row by model and strategy (a `model` column; `MODEL/STRATEGY` in
+sentences and plots) and adds a models-by-strategy table and paired tests between the models.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from freezetune.compare.grid import Run
 from freezetune.compare.stats import mcnemar_exact, paired_bootstrap
 from freezetune.outputs import staged_files
 from freezetune.compare.tables import (
-    PER_CLASS, TRADEOFF_TOLERANCE, best_tradeoff, calibration_frame, class_counts_frame, ensemble_frame, per_run,
-    recipes_frame, results_frame, summary_frame,
+    PER_CLASS, TRADEOFF_TOLERANCE, best_tradeoff, calibration_frame, class_counts_frame, ensemble_frame, keys,
+    multi_model, per_run, recipes_frame, results_frame, row_key, summary_frame,
 )
 
 ALPHA = 0.05
@@ -29,33 +31,39 @@ BUILTIN_NOTE = (
 )
 
 
-def write_report(output_dir: Path, options, splits, results: list[tuple[Run, dict]], selection: dict | None = None) -> None:
-    """Write every report file into `output_dir`; each file appears whole (written aside, then renamed)."""
+def write_report(output_dir: Path, options, splits, results: list[tuple[Run, dict]], selection: dict | None = None,
+                 models: dict | None = None) -> None:
+    """Write every report file into `output_dir`; each file appears whole (written aside, then renamed).
+
+    `models`: a multi-model study's models by their folder under runs/ ({slug: {model, type, layers, depth}}).
+    """
     frame = results_frame(results)
     ensembles = ensemble_frame(results, splits.evaluation_split[1]["label"].to_numpy())
-    summary = summary_frame(frame, splits.label_names).merge(ensembles, on="strategy", how="left")
+    summary = summary_frame(frame, splits.label_names).merge(ensembles, on=keys(frame), how="left")
     with staged_files(output_dir) as staging:  # written aside, then each renamed into place; no leftovers on error
         frame.to_csv(staging / "results.csv", index=False)
         (staging / "results.json").write_text(frame.to_json(orient="records", force_ascii=False, indent=2), encoding="utf-8")
-        images = _plot(staging, frame, summary, splits, results, output_dir, options.metric)
-        blocks = _blocks(options, splits, frame, summary, results, images, selection or {})
+        images = _plot(staging, frame, summary, splits, results, output_dir, options.metric, models or {})
+        blocks = _blocks(options, splits, frame, summary, results, images, selection or {}, models or {})
         (staging / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
         (staging / "report.html").write_text(to_html(blocks, staging), encoding="utf-8")
 
 
-def _plot(folder: Path, frame, summary, splits, results, output_dir: Path, metric: str) -> list[tuple[str, str]]:
+def _plot(folder: Path, frame, summary, splits, results, output_dir: Path, metric: str, models: dict
+          ) -> list[tuple[str, str]]:
     """Draw the figures; returns (file name, caption) pairs in report order."""
-    images = [(plots.learning_curves(frame, folder / "learning_curves.png").name,
+    images = [(plots.learning_curves(_named(frame), folder / "learning_curves.png").name,
                "Learning curves: mean over seeds, band = +-1 std.")]
     transformer_runs = per_run(frame).dropna(subset=["freeze_embeddings"])
     if not transformer_runs.empty:
-        depth = _encoder_depth(results, output_dir) or int(transformer_runs["frozen_layers"].max(skipna=True) or 0) + 1
+        depth = {slug: model["depth"] for slug, model in models.items()} if models else (
+            _encoder_depth(results, output_dir) or int(transformer_runs["frozen_layers"].max(skipna=True) or 0) + 1)
         images.append((plots.frozen_layers(transformer_runs, depth, folder / "frozen_layers.png").name,
                        "Evaluation accuracy and macro-F1 against the number of frozen encoder layers (error bars: std over seeds)."))
-    images.append((plots.f1_vs_params(summary, folder / "f1_vs_params.png").name,
+    images.append((plots.f1_vs_params(_named(summary), folder / "f1_vs_params.png").name,
                    "Evaluation macro-F1 against trainable parameters (log scale)."))
-    best = summary.loc[summary[f"{metric}_mean"].idxmax(), "strategy"]
-    matrices = [m["evaluation"]["confusion_matrix"] for run, m in results if run.strategy.name == best]
+    best = _name(summary.loc[summary[f"{metric}_mean"].idxmax()])
+    matrices = [m["evaluation"]["confusion_matrix"] for run, m in results if _label(row_key(run)) == best]
     confusion = plots.confusion_matrix(np.sum(matrices, axis=0), splits.label_names,
                                        f"{best} (best by {metric}), summed over {len(matrices)} seed(s)",
                                        folder / "confusion_matrix.png")
@@ -101,47 +109,84 @@ def _pm(mean: float, std: float, digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _blocks(options, splits, frame, summary, results, images, selection: dict) -> list[tuple]:
+def _label(key: tuple) -> str:
+    """A row of the study (`tables.row_key`) in a sentence or a plot: `full`, or `MODEL/full` with several models."""
+    return "/".join(part for part in key if part is not None)
+
+
+def _name(row) -> str:
+    """`_label` of a frame's row (a baseline's model is empty)."""
+    model = row.get("model")
+    return row["strategy"] if model is None or pd.isna(model) else f"{model}/{row['strategy']}"
+
+
+def _named(frame):
+    """`frame` with each row's strategy as `_name` says it, for the plots (one series per model and strategy)."""
+    if "model" not in frame.columns:
+        return frame
+    model = frame["model"].fillna("").astype(str)
+    return frame.assign(strategy=model.where(model == "", model + "/") + frame["strategy"])
+
+
+def _key_cells(row, frame) -> list:
+    """The first cells of a table row: the row's strategy, after its model in a multi-model study (— for a baseline)."""
+    return ["—" if pd.isna(row[k]) else row[k] for k in keys(frame)]
+
+
+def _blocks(options, splits, frame, summary, results, images, selection: dict, models: dict) -> list[tuple]:
     eval_name, eval_frame = splits.evaluation_split
-    sizes = f"train {len(splits.train)}, validation {len(splits.validation)}" + (
-        f", test {len(splits.test)}" if splits.test is not None else "")
-    precision = ", ".join(sorted({m["precision"] for _, m in results if m.get("precision")})) or options.precision
-    about = (f"Model: {options.model}. Data: {options.data} ({sizes}; classes {', '.join(splits.label_names)}). "
-             f"Final numbers are on the {eval_name} split with each run's best epoch by validation {options.metric}. "
-             f"Transformer runs: {options.epochs} epochs, batch size {options.batch_size}, "
-             f"learning rate {'chosen per strategy on validation (below)' if selection else options.lr}, "
-             f"max length {options.max_length}, precision {precision}, {_recipe_text(options)}, "
-             f"decision rule {options.decision}, calibration {options.calibration}. "
-             f"Seeds: {', '.join(map(str, options.seeds))}.")
-    blocks = [("h1", "freezetune compare: the freezing study"), ("p", about)]
-    if options.model.startswith("builtin:"):
-        blocks.append(("p", BUILTIN_NOTE.format(model=options.model)))
-    blocks += [("p", f"Data note: {note}") for note in splits.notes]
+    labels = eval_frame["label"].to_numpy()
+    blocks = [("h1", "freezetune compare: the freezing study"), *_about_blocks(options, splits, results, selection, models)]
     blocks += class_count_blocks(splits)
     if selection:
         blocks += _selection_blocks(selection, options.metric)
 
     recipes = recipes_frame(results)
     blocks += _summary_blocks(summary, eval_name)
+    if models:
+        blocks += model_table_blocks(summary, list(models), options.metric, eval_name)
     blocks.append(("p", tradeoff_sentence(recipes, eval_name)))
     blocks += _decision_blocks(recipes, eval_name)
-    blocks += per_class_blocks(summary, splits.label_names, eval_frame["label"].to_numpy(), eval_name)
+    blocks += per_class_blocks(summary, splits.label_names, labels, eval_name)
     blocks += calibration_blocks(calibration_frame(results), eval_name)
-
-    reference = "full" if "full" in set(summary["strategy"]) else summary["strategy"].iloc[0]
-    blocks += [("h2", f"Significance against {reference}"), ("p", (
-        f"Differences are in points (x100) on the same {eval_name} examples, seed-matched. p-values: paired "
-        f"bootstrap (2000 resamples of the examples, the same draw for every seed) and, per seed, the exact "
-        f"McNemar test; significant means bootstrap p < {ALPHA}."))]
-    blocks += [("p", line) for line in significance_lines(results, eval_frame["label"].to_numpy(), reference)]
+    blocks += _significance_blocks(summary, results, labels, eval_name)
+    if models:
+        blocks += model_significance_blocks(results, labels, eval_name)
 
     blocks.append(("h2", "Plots"))
     blocks += [("img", name, caption) for name, caption in images]
     blocks += [("h2", "Per-epoch validation results (* = best epoch)"), ("table", [
-        "strategy", "seed", "epoch", "training loss", "validation loss", "accuracy", "macro-F1"
-    ], [[r["strategy"], r["seed"], f"{r['epoch']}{' *' if r['best_epoch'] else ''}", _num(r["train_loss"]),
+        *keys(frame), "seed", "epoch", "training loss", "validation loss", "accuracy", "macro-F1"
+    ], [[*_key_cells(r, frame), r["seed"], f"{r['epoch']}{' *' if r['best_epoch'] else ''}", _num(r["train_loss"]),
          _num(r["validation_loss"]), _num(r["validation_accuracy"]), _num(r["validation_macro_f1"])]
         for _, r in frame.iterrows()])]
+    return blocks
+
+
+def _about_blocks(options, splits, results, selection: dict, models: dict) -> list[tuple]:
+    """The study's setting in a paragraph (its models, each with its folder, in a multi-model study) and notes."""
+    eval_name = splits.evaluation_split[0]
+    sizes = f"train {len(splits.train)}, validation {len(splits.validation)}" + (
+        f", test {len(splits.test)}" if splits.test is not None else "")
+    precision = ", ".join(sorted({m["precision"] for _, m in results if m.get("precision")})) or options.precision
+    if models:
+        what = f"Models: {', '.join(models)} (below; each model's runs are under runs/NAME/, the baselines ran once)"
+        chosen = "chosen per model and strategy on validation (below)"
+    else:
+        what, chosen = f"Model: {options.model}", "chosen per strategy on validation (below)"
+    about = (f"{what}. Data: {options.data} ({sizes}; classes {', '.join(splits.label_names)}). "
+             f"Final numbers are on the {eval_name} split with each run's best epoch by validation {options.metric}. "
+             f"Transformer runs: {options.epochs} epochs, batch size {options.batch_size}, "
+             f"learning rate {chosen if selection else options.lr}, "
+             f"max length {options.max_length}, precision {precision}, {_recipe_text(options)}, "
+             f"decision rule {options.decision}, calibration {options.calibration}. "
+             f"Seeds: {', '.join(map(str, options.seeds))}.")
+    names = [model["model"] for model in models.values()] if models else [options.model]
+    blocks = [("p", about), *(("p", BUILTIN_NOTE.format(model=name)) for name in names if name.startswith("builtin:")),
+              *(("p", f"Data note: {note}") for note in splits.notes)]
+    if models:
+        blocks += [("h2", "Models"), ("table", ["name", "model", "type", "layers"], [
+            [slug, model["model"], model["type"], model["layers"]] for slug, model in models.items()])]
     return blocks
 
 
@@ -162,17 +207,46 @@ def _summary_blocks(summary, eval_name: str) -> list[tuple]:
             "what keeping every seed's model gives (freezetune predict with several --model); — where a strategy "
             "has one seed, or a run recorded no probabilities.")
     return [("h2", f"Summary on the {eval_name} split (mean ± std over seeds)"), ("table", [
-        "strategy", "seeds", "accuracy", "macro-F1", "seed ensemble accuracy", "seed ensemble macro-F1",
+        *keys(summary), "seeds", "accuracy", "macro-F1", "seed ensemble accuracy", "seed ensemble macro-F1",
         "trainable params", "train time (s)", "samples/s", "peak memory (MB)"
-    ], [[r["strategy"], r["seeds"], _pm(r["accuracy_mean"], r["accuracy_std"]), _pm(r["macro_f1_mean"], r["macro_f1_std"]),
+    ], [[*_key_cells(r, summary), r["seeds"], _pm(r["accuracy_mean"], r["accuracy_std"]), _pm(r["macro_f1_mean"], r["macro_f1_std"]),
          ensemble(r, "accuracy"), ensemble(r, "macro_f1"),
          f"{r['trainable_params']:,}", _pm(r["train_seconds_mean"], r["train_seconds_std"], 1),
          _pm(r["train_samples_per_second_mean"], r["train_samples_per_second_std"], 1),
          _pm(r["peak_memory_mb_mean"], r["peak_memory_mb_std"], 0)] for _, r in summary.iterrows()]), ("p", note)]
 
 
+def model_table_blocks(summary, models: list[str], metric: str, eval_name: str) -> list[tuple]:
+    """The models side by side: a row per transformer strategy, a column per model (`models`: their folders)."""
+    on_models = summary[summary["model"].notna()]
+    by_cell = {(r["strategy"], r["model"]): r for _, r in on_models.iterrows()}
+    rows = []
+    for strategy in dict.fromkeys(on_models["strategy"]):
+        present = [by_cell[strategy, model] for model in models if (strategy, model) in by_cell]
+        best = max(present, key=lambda r: r[f"{metric}_mean"])["model"]  # ties: the first model
+        rows.append([strategy, *(_model_cell(by_cell.get((strategy, model)), model == best) for model in models)])
+    note = (f"Each cell: {eval_name} accuracy / macro-F1 (mean over seeds) · trainable parameters · training time "
+            f"(mean seconds per run); * marks the best model for the strategy by mean {metric}; — where the strategy "
+            "did not run on the model (a sweep point past its depth). Paired tests between the models are below.")
+    return [("h2", f"Models by strategy on the {eval_name} split"), ("table", ["strategy", *models], rows), ("p", note)]
+
+
+def _model_cell(row, best: bool) -> str:
+    if row is None:
+        return "—"
+    return (f"{row['accuracy_mean']:.4f} / {row['macro_f1_mean']:.4f} · {_short_count(row['trainable_params'])} "
+            f"params · {row['train_seconds_mean']:.1f} s{' *' if best else ''}")
+
+
+def _short_count(n) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{int(n)}"
+
+
 def _recipe(row) -> str:
-    return f"{row['strategy']} with the {row['decision']} decision rule"
+    return f"{_name(row)} with the {row['decision']} decision rule"
 
 
 def tradeoff_sentence(recipes, eval_name: str, tolerance: float = TRADEOFF_TOLERANCE) -> str:
@@ -191,15 +265,15 @@ def tradeoff_sentence(recipes, eval_name: str, tolerance: float = TRADEOFF_TOLER
 
 def _decision_blocks(recipes, eval_name: str) -> list[tuple]:
     """Each strategy under every decision rule, from the same runs (only where runs recorded more than one)."""
-    several = recipes.groupby("strategy", sort=False)["decision"].transform("size") > 1
+    several = recipes.groupby(keys(recipes), sort=False, dropna=False)["decision"].transform("size") > 1
     if not several.any():
         return []
     return [("h2", f"Decision rule on the {eval_name} split (same runs, mean ± std over seeds)"), ("p", (
         "Each run's logits scored with argmax and with per-class offsets fitted on validation to maximise macro-F1 "
         "(--decision macro_f1), both after temperature scaling (with --calibration temperature); * marks the rule "
         "the saved models apply.")),
-        ("table", ["strategy", "decision rule", "accuracy", "macro-F1"], [
-            [r["strategy"], f"{r['decision']}{' *' if r['served'] else ''}", _pm(r["accuracy_mean"], r["accuracy_std"]),
+        ("table", [*keys(recipes), "decision rule", "accuracy", "macro-F1"], [
+            [*_key_cells(r, recipes), f"{r['decision']}{' *' if r['served'] else ''}", _pm(r["accuracy_mean"], r["accuracy_std"]),
              _pm(r["macro_f1_mean"], r["macro_f1_std"])] for _, r in recipes[several].iterrows()])]
 
 
@@ -207,8 +281,8 @@ def per_class_blocks(summary, label_names: list[str], labels: np.ndarray, eval_n
     """Precision, recall and F1 of every class for every strategy: where a minority class is lost."""
     support = np.bincount(labels, minlength=len(label_names))
     return [("h2", f"Per-class precision, recall and F1 on the {eval_name} split (mean ± std over seeds)"), ("table", [
-        "strategy", "class", "support", "precision", "recall", "F1"
-    ], [[r["strategy"], name, int(support[i]), *(_pm(r[f"{m}[{name}]_mean"], r[f"{m}[{name}]_std"]) for m in PER_CLASS)]
+        *keys(summary), "class", "support", "precision", "recall", "F1"
+    ], [[*_key_cells(r, summary), name, int(support[i]), *(_pm(r[f"{m}[{name}]_mean"], r[f"{m}[{name}]_std"]) for m in PER_CLASS)]
         for _, r in summary.iterrows() for i, name in enumerate(label_names)])]
 
 
@@ -220,8 +294,8 @@ def calibration_blocks(calibration, eval_name: str) -> list[tuple]:
         f"Top-label expected calibration error ({ECE_BINS} bins) and multi-class Brier score of the probabilities, before "
         "and as served: after dividing the logits by a temperature fitted on validation, and adding the decision rule's "
         "offsets where it has them, with the temperature fitted again on those logits (lower is better for both).")),
-        ("table", ["strategy", "seeds", "temperature", "ECE before", "ECE served", "Brier before", "Brier served"], [
-            [r["strategy"], int(r["seeds"]), f"{r['temperature']:.3f}", *(f"{r[c]:.4f}" for c in (
+        ("table", [*keys(calibration), "seeds", "temperature", "ECE before", "ECE served", "Brier before", "Brier served"], [
+            [*_key_cells(r, calibration), int(r["seeds"]), f"{r['temperature']:.3f}", *(f"{r[c]:.4f}" for c in (
                 "ece_before", "ece_served", "brier_before", "brier_served"))] for _, r in calibration.iterrows()])]
 
 
@@ -229,12 +303,15 @@ def _selection_blocks(selection: dict, metric: str) -> list[tuple]:
     """The learning rate chosen for each strategy, the candidates' validation scores, and what choosing cost."""
     cost = sum(s["extra_train_seconds"] for s in selection.values())
     seed = next(iter(selection.values()))["seed"]
+    # With several models an entry is `MODEL/STRATEGY` and names its model, which gets a column of its own.
+    models = ["model"] if "model" in next(iter(selection.values())) else []
     return [("h2", "Learning rate per strategy (chosen on validation)"), ("p", (
         f"Each strategy trained at each candidate learning rate on seed {seed}; the best validation {metric} was kept "
         f"and all seeds ran at it (its seed-{seed} run is the search's). The test split played no part. Choosing "
         f"cost {cost:.0f} s of extra training in all.")), ("table", [
-        "strategy", f"candidates (validation {metric})", "chosen lr", "extra train time (s)"
-    ], [[name, ", ".join(f"{lr}: {score:.4f}" for lr, score in s["candidates"].items()), f"{s['chosen_lr']:g}",
+        *models, "strategy", f"candidates (validation {metric})", "chosen lr", "extra train time (s)"
+    ], [[*(s[m] for m in models), name.rpartition("/")[2],
+         ", ".join(f"{lr}: {score:.4f}" for lr, score in s["candidates"].items()), f"{s['chosen_lr']:g}",
          f"{s['extra_train_seconds']:.0f}"] for name, s in selection.items()])]
 
 
@@ -242,27 +319,80 @@ def _num(value) -> str:
     return "—" if pd.isna(value) else f"{value:.4f}"
 
 
+def _significance_blocks(summary, results, labels: np.ndarray, eval_name: str) -> list[tuple]:
+    """Every row against the reference strategy (full, if the study has it), on its own model if it has one."""
+    reference = "full" if "full" in set(summary["strategy"]) else summary["strategy"].iloc[0]
+    where = " on each model (a baseline: on the first model)" if "model" in summary.columns else ""
+    return [("h2", f"Significance against {reference}{where}"), ("p", (
+        f"Differences are in points (x100) on the same {eval_name} examples, seed-matched. p-values: paired "
+        f"bootstrap (2000 resamples of the examples, the same draw for every seed) and, per seed, the exact "
+        f"McNemar test; significant means bootstrap p < {ALPHA}.")),
+        *(("p", line) for line in significance_lines(results, labels, reference))]
+
+
 def significance_lines(results, labels: np.ndarray, reference: str) -> list[str]:
-    """One sentence per strategy, e.g. 'freeze6 vs full: -1.3 accuracy points (p = 0.040), ...'."""
-    predictions: dict[str, dict[int, np.ndarray]] = {}
-    for run, metrics in results:
-        predictions.setdefault(run.strategy.name, {})[run.seed] = np.asarray(metrics["evaluation_predictions"])
+    """One sentence per row, e.g. 'freeze6 vs full: -1.3 accuracy points (p = 0.040), ...'; with several models
+    against `reference` on the row's model ('m1/freeze6 vs m1/full: ...'), a baseline's against the first model's."""
+    predictions = _predictions(results)
+    first = next((run.model.slug for run, _ in results if run.model is not None), None)
     lines = []
-    for strategy, by_seed in predictions.items():
-        if strategy == reference:
+    for key, by_seed in predictions.items():
+        against = (reference,) if len(key) == 1 else (key[0] or first, reference)
+        if key == against:
             continue
-        seeds = sorted(set(by_seed) & set(predictions[reference]))
-        if not seeds:
-            lines.append(f"{strategy} vs {reference}: no seed in common, not compared.")
+        if against not in predictions:
+            lines.append(f"{_label(key)} vs {_label(against)}: no such run, not compared.")
             continue
-        ours, theirs = np.stack([by_seed[s] for s in seeds]), np.stack([predictions[reference][s] for s in seeds])
-        parts = []
-        for metric, title in (("accuracy", "accuracy"), ("macro_f1", "macro-F1")):
-            delta, p = paired_bootstrap(labels, theirs, ours, metric)
-            parts.append(f"{delta * 100:+.1f} {title} points ({_p(p)}{', significant' if p < ALPHA else ''})")
-        mcnemar = ", ".join(f"{_p(mcnemar_exact(theirs[i] == labels, ours[i] == labels))} (seed {s})" for i, s in enumerate(seeds))
-        lines.append(f"{strategy} vs {reference}: {'; '.join(parts)}; McNemar {mcnemar}.")
+        lines.append(_paired_line(f"{_label(key)} vs {_label(against)}", by_seed, predictions[against], labels))
     return lines
+
+
+def model_significance_blocks(results, labels: np.ndarray, eval_name: str) -> list[tuple]:
+    """Each model against the first one on every strategy they share (paired: same examples, same seeds)."""
+    lines = model_lines(results, labels)
+    if not lines:
+        return []
+    return [("h2", "Models compared on the same strategy"), ("p", (
+        f"Each model against the first model that ran the strategy, on the same {eval_name} examples, seed-matched: "
+        f"differences in points (x100), paired bootstrap p-values and, per seed, the exact McNemar test, as above; "
+        f"significant means bootstrap p < {ALPHA}.")), *(("p", line) for line in lines)]
+
+
+def model_lines(results, labels: np.ndarray) -> list[str]:
+    """One sentence per strategy and model after the first, e.g. 'm2 vs m1 on full: +1.2 accuracy points ...'."""
+    by_strategy: dict[str, dict[str, dict]] = {}
+    for key, by_seed in _predictions(results).items():
+        if len(key) == 2 and key[0] is not None:
+            by_strategy.setdefault(key[1], {})[key[0]] = by_seed
+    lines = []
+    for strategy, models in by_strategy.items():
+        (first, theirs), *others = models.items()
+        lines += [_paired_line(f"{model} vs {first} on {strategy}", ours, theirs, labels) for model, ours in others]
+    return lines
+
+
+def _predictions(results) -> dict[tuple, dict[int, np.ndarray]]:
+    """Each row's (`tables.row_key`) evaluation predictions by seed."""
+    predictions: dict[tuple, dict[int, np.ndarray]] = {}
+    several = multi_model(results)
+    for run, metrics in results:
+        predictions.setdefault(row_key(run, several), {})[run.seed] = np.asarray(metrics["evaluation_predictions"])
+    return predictions
+
+
+def _paired_line(title: str, ours: dict[int, np.ndarray], theirs: dict[int, np.ndarray], labels: np.ndarray) -> str:
+    """`title: DIFF accuracy points (p); DIFF macro-F1 points (p); McNemar p (seed s), ...` on the seeds both have."""
+    seeds = sorted(set(ours) & set(theirs))
+    if not seeds:
+        return f"{title}: no seed in common, not compared."
+    ours_, theirs_ = np.stack([ours[s] for s in seeds]), np.stack([theirs[s] for s in seeds])
+    parts = []
+    for metric, name in (("accuracy", "accuracy"), ("macro_f1", "macro-F1")):
+        delta, p = paired_bootstrap(labels, theirs_, ours_, metric)
+        parts.append(f"{delta * 100:+.1f} {name} points ({_p(p)}{', significant' if p < ALPHA else ''})")
+    mcnemar = ", ".join(f"{_p(mcnemar_exact(theirs_[i] == labels, ours_[i] == labels))} (seed {s})"
+                        for i, s in enumerate(seeds))
+    return f"{title}: {'; '.join(parts)}; McNemar {mcnemar}."
 
 
 def _p(p: float) -> str:

@@ -1,7 +1,8 @@
-"""`compare`: run every strategy x seed on the same splits, resumably, then write the report.
+"""`compare`: run every strategy x seed (on every model of --models) on the same splits, resumably, then report.
 
-The phases: check the options and the grid, load the data, prepare the output folder, choose each strategy's
-learning rate on validation (with `--lr-grid`), run the grid, report.
+The phases: check the options and the grid, load the data, check every model against its strategies, prepare the
+output folder, choose each (model, strategy)'s learning rate on validation (with `--lr-grid`), run the grid,
+report.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import shutil
 from pathlib import Path
 
 from freezetune.compare.executors import open_executor
-from freezetune.compare.grid import Run, StudyStrategy, grid, parse_strategies, with_recipes
+from freezetune.compare.grid import Cell, Run, StudyStrategy, cells, grid, parse_strategies, study_models, with_recipes
 from freezetune.compare.options import CompareOptions
 from freezetune.config import build_options, field_defaults
 from freezetune.errors import UserError
-from freezetune.layout import METRICS_FILE, OPTIONS_FILE
+from freezetune.layout import METRICS_FILE, MODELS_FILE, OPTIONS_FILE
 from freezetune.logs import cli_voice, progress_bar
 from freezetune.outputs import check_not_input, check_writable, output_lock, write_json_atomic
 
@@ -51,17 +52,20 @@ def _run_study(options: CompareOptions) -> Path:
     strategies = with_recipes(parse_strategies(options.strategies), options.recipes)  # bad names fail before any work
     out = _check_output_location(options)
     splits = load_splits(options.data, options.text_column, options.label_column, SPLIT_SEED, options.validation_fraction)
+    models, described = {}, {}
     if any(not strategy.is_baseline for strategy in strategies):
-        strategies = _check_against_model(options, splits.label_names)
+        strategies, models, described = _check_models(options, splits.label_names)
         check_teachers(options.distill_from, splits.label_names)  # before any run, baselines included
+    rows = cells(strategies, models)
     with output_lock(out), open_executor(options) as executor:  # before the folder is touched: Ray may be unreachable
-        _prepare_output(out, options)
-        lrs, selection = choose_learning_rates(strategies, options, splits, out, executor)
-        runs = grid(strategies, options.seeds, lrs)
+        _prepare_output(out, options, described)
+        lrs, selection = choose_learning_rates(rows, options, splits, out, executor)
+        runs = grid(rows, options.seeds, lrs)
         run_all(runs, splits, options, out, executor)
-        by_strategy = sorted(runs, key=lambda run: strategies.index(run.strategy))  # the report's table order
-        results = [(run, _read_result(run.folder(out) / METRICS_FILE, splits)) for run in by_strategy]
-        write_report(out, options, splits, results, selection)
+        order = {row: i for i, row in enumerate(rows)}
+        by_row = sorted(runs, key=lambda run: order[run.model, run.strategy])  # the report's table order
+        results = [(run, _read_result(run.folder(out) / METRICS_FILE, splits)) for run in by_row]
+        write_report(out, options, splits, results, selection, described)
     return out
 
 
@@ -74,30 +78,32 @@ def run_all(runs: list[Run], splits, options: CompareOptions, out: Path, executo
         executor.run(todo, splits, options, out, bar)
 
 
-def choose_learning_rates(strategies: list[StudyStrategy], options: CompareOptions, splits, out: Path, executor):
-    """With `--lr-grid`: each strategy at each candidate lr on the first seed, the best by validation kept.
+def choose_learning_rates(rows: list[Cell], options: CompareOptions, splits, out: Path, executor):
+    """With `--lr-grid`: each (model, strategy) at each candidate lr on the first seed, the best by validation kept.
 
-    Returns {strategy: chosen lr} and, per strategy, the candidates' validation scores and the selection's cost
-    (training seconds of the candidates not kept: the chosen one is the first seed's run of the study).
+    Returns {(model, strategy name): chosen lr} and, per row (`full`, or `MODEL/full` with several models, whose
+    entries also name the model), the candidates' validation scores and the selection's cost (training seconds of
+    the candidates not kept: the chosen one is the first seed's run of the study).
     """
     if options.lr_grid is None:
         return {}, {}
     from freezetune.training.lr_search import search
 
     seed = options.seeds[0]
-    searched = [s for s in strategies if not s.is_baseline]
-    candidates = {s.name: _candidates(s, options.lr_grid) for s in searched}
+    searched = [(model, s) for model, s in rows if not s.is_baseline]
+    candidates = {(model, s.name): _candidates(s, options.lr_grid) for model, s in searched}
     # All candidates through the executor at once (Ray runs them side by side); `search` then ranks the finished runs.
-    run_all([Run(s, seed, lr) for s in searched for lr in candidates[s.name]], splits, options, out, executor,
-            desc="lr search")
+    run_all([Run(s, seed, lr, model) for model, s in searched for lr in candidates[model, s.name]], splits, options,
+            out, executor, desc="lr search")
     lrs, selection = {}, {}
-    for strategy in searched:
-        def finished(lr: float, strategy=strategy) -> dict:
-            return json.loads((Run(strategy, seed, lr).folder(out) / METRICS_FILE).read_text(encoding="utf-8"))
+    for model, strategy in searched:
+        def finished(lr: float, strategy=strategy, model=model) -> dict:
+            return json.loads((Run(strategy, seed, lr, model).folder(out) / METRICS_FILE).read_text(encoding="utf-8"))
 
-        result = search(candidates[strategy.name], options.metric, finished, strategy.name)
-        lrs[strategy.name] = result.best.lr
-        selection[strategy.name] = result.selection(seed)
+        name = strategy.name if model is None else f"{model.slug}/{strategy.name}"
+        result = search(candidates[model, strategy.name], options.metric, finished, name)
+        lrs[model, strategy.name] = result.best.lr
+        selection[name] = result.selection(seed) if model is None else {"model": model.slug, **result.selection(seed)}
     write_json_atomic(out / "lr_selection.json", selection)
     return lrs, selection
 
@@ -116,15 +122,47 @@ def _check_output_location(options: CompareOptions) -> Path:
     return check_writable(options.output_dir)
 
 
-def _check_against_model(options: CompareOptions, label_names: list[str]) -> list[StudyStrategy]:
-    """The study's strategies, checked against the model before any run: its tokenizer and config load (cheap: no
-    weights), the default sweep stops at its depth, and every strategy fits it (freezeN, topN, LoRA targets)."""
+def _check_models(options: CompareOptions, label_names: list[str]):
+    """Every model checked against the strategies before any run (`_check_against_model`), a failing one named.
+
+    Returns the study's strategies, {model: its strategies} (empty for a one-model study: no model level) and
+    what each model is, by its folder under runs/ ({slug: {model, type, layers, depth}}; empty for one model).
+    """
+    if not options.models:
+        return _check_against_model(options, label_names), {}, {}
+    models, described = {}, {}
+    for model in study_models(options.models):
+        try:
+            body = _anatomy(model.model, label_names)
+            models[model] = _fitting_strategies(options, body)
+        except UserError as exc:
+            raise UserError(f"--models {model.model}: {exc}") from None
+        described[model.slug] = {"model": model.model, "type": body.model_type, "layers": body.describe_depth(),
+                                 "depth": body.depth}
+    return with_recipes(parse_strategies(options.strategies), options.recipes), models, described
+
+
+def _check_against_model(options: CompareOptions, label_names: list[str], model: str | None = None
+                         ) -> list[StudyStrategy]:
+    """The study's strategies, checked against the model (default: --model) before any run: its tokenizer and
+    config load (cheap: no weights), the default sweep stops at its depth, and every strategy fits it (freezeN,
+    topN, LoRA targets)."""
+    return _fitting_strategies(options, _anatomy(model or options.model, label_names))
+
+
+def _anatomy(model: str, label_names: list[str]):
+    """The model's anatomy from its config, its module tree built on the meta device; its tokenizer must load too."""
     from freezetune.models import load_config, load_tokenizer
     from freezetune.models.anatomy import anatomy, skeleton
+
+    load_tokenizer(model)
+    return anatomy(skeleton(load_config(model, num_labels=len(label_names))))
+
+
+def _fitting_strategies(options: CompareOptions, body) -> list[StudyStrategy]:
+    """The study's strategies for a model of this anatomy (the default sweep stops at its depth), each checked."""
     from freezetune.strategies import check_fits, parse_strategy
 
-    load_tokenizer(options.model)
-    body = anatomy(skeleton(load_config(options.model, num_labels=len(label_names))))  # on the meta device
     strategies = with_recipes(parse_strategies(options.strategies, body.depth), options.recipes)
     for strategy in strategies:
         if not strategy.is_baseline:
@@ -132,7 +170,7 @@ def _check_against_model(options: CompareOptions, label_names: list[str]) -> lis
     return strategies
 
 
-def _prepare_output(out: Path, options: CompareOptions) -> None:
+def _prepare_output(out: Path, options: CompareOptions, described: dict | None = None) -> None:
     """Refuse to mix studies: an existing folder must hold a study, and needs --resume (same settings) or --overwrite."""
     record = out / OPTIONS_FILE
     if out.exists() and any(out.iterdir()):
@@ -153,6 +191,10 @@ def _prepare_output(out: Path, options: CompareOptions) -> None:
                             "--overwrite to replace its runs, or choose another --output-dir")
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(record, dataclasses.asdict(options))
+    if described:
+        write_json_atomic(out / MODELS_FILE, described)
+    else:  # an --overwrite of a multi-model study by a one-model one: no stale map of folders
+        (out / MODELS_FILE).unlink(missing_ok=True)
 
 
 def _read_result(path: Path, splits) -> dict:

@@ -1,5 +1,9 @@
 """The study's results as DataFrames: one row per run and epoch (results.csv), and per-strategy summaries.
 
+A row of the study is a strategy, or with several models (`--models`) a (model, strategy) pair: the frames then
+have a `model` column (the model's folder under runs/; empty for the baselines, which have no model) and every
+summary is per (model, strategy), see `keys`.
+
 Beside the mean ± std over seeds: each strategy's seed ensemble (the seeds' probabilities averaged), each
 decision rule's numbers from the same runs (`details.decision.alternatives`), calibration before and after
 temperature scaling, and the class counts of every split.
@@ -21,9 +25,38 @@ TRADEOFF_TOLERANCE = 0.01
 """A recipe counts as accurate enough when its mean accuracy is within 1 point of the best one."""
 
 
+def keys(frame: pd.DataFrame) -> list[str]:
+    """The columns that name a row of the study: its strategy, after its model in a multi-model study."""
+    return ["model", "strategy"] if "model" in frame.columns else ["strategy"]
+
+
+def row_key(run: Run, several: bool = True) -> tuple:
+    """What `keys` holds for `run`: (strategy,), or in a multi-model study (`several`) (model, strategy), model None
+    for a baseline."""
+    return (None if run.model is None else run.model.slug, run.strategy.name) if several else (run.strategy.name,)
+
+
+def multi_model(results: list[tuple[Run, dict]]) -> bool:
+    """Whether the study compares several models (its rows then have a model)."""
+    return any(run.model is not None for run, _ in results)
+
+
+def _key_columns(run: Run, several: bool) -> dict:
+    """The `keys` columns of `run`'s rows: {strategy}, or {model, strategy} in a multi-model study (`several`)."""
+    return dict(zip(["model", "strategy"] if several else ["strategy"], row_key(run, several)))
+
+
+def _groups(frame: pd.DataFrame):
+    """(the row's `keys` values as a dict, its rows) for each row of the study, in grid order (baselines kept)."""
+    names = keys(frame)
+    for values, rows in frame.groupby(names, sort=False, dropna=False):
+        yield dict(zip(names, values)), rows
+
+
 def results_frame(results: list[tuple[Run, dict]]) -> pd.DataFrame:
     """Per-epoch validation numbers, with each run's evaluation-split and cost numbers repeated on its rows."""
     rows = []
+    several = multi_model(results)
     for run, metrics in results:
         evaluation = metrics["evaluation"]
         per_run = {
@@ -39,7 +72,7 @@ def results_frame(results: list[tuple[Run, dict]]) -> pd.DataFrame:
         }
         for epoch in metrics["epochs"]:
             rows.append({
-                "strategy": run.strategy.name,
+                **_key_columns(run, several),
                 "seed": run.seed,
                 "epoch": epoch["epoch"],
                 "best_epoch": epoch["epoch"] == metrics["best_epoch"],
@@ -63,10 +96,11 @@ def per_run(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_frame(frame: pd.DataFrame, label_names: list[str]) -> pd.DataFrame:
-    """Per strategy (in grid order): mean and std over seeds of the evaluation numbers (per class too) and costs."""
+    """Per row (strategy, or model and strategy; in grid order): mean and std over seeds of the evaluation numbers
+    (per class too) and costs."""
     rows = []
-    for strategy, runs in per_run(frame).groupby("strategy", sort=False):
-        row = {"strategy": strategy, "seeds": len(runs)}
+    for key, runs in _groups(per_run(frame)):
+        row = {**key, "seeds": len(runs)}
         columns = {"accuracy": "evaluation_accuracy", "macro_f1": "evaluation_macro_f1",
                    **{f"{m}[{n}]": f"evaluation_{m}[{n}]" for n in label_names for m in PER_CLASS},
                    **{c: c for c in RUN_COLUMNS}}
@@ -78,18 +112,21 @@ def summary_frame(frame: pd.DataFrame, label_names: list[str]) -> pd.DataFrame:
 
 
 def ensemble_frame(results: list[tuple[Run, dict]], labels) -> pd.DataFrame:
-    """Per strategy: accuracy and macro-F1 of the mean of its seeds' evaluation probabilities.
+    """Per row (strategy, or model and strategy): accuracy and macro-F1 of the mean of its seeds' evaluation
+    probabilities.
 
     That is what a user gets by keeping every seed's model (`freezetune predict` with several --model). A
     strategy with a run that recorded no probabilities (a metrics.json from before they were recorded) gets
     NaN rather than an ensemble of some of its seeds.
     """
-    members: dict[str, list] = {}
+    members: dict[tuple, tuple[dict, list]] = {}
+    several = multi_model(results)
     for run, metrics in results:
-        members.setdefault(run.strategy.name, []).append(metrics.get("evaluation_probabilities"))
+        key = row_key(run, several)
+        members.setdefault(key, (_key_columns(run, several), []))[1].append(metrics.get("evaluation_probabilities"))
     rows = []
-    for strategy, probabilities in members.items():
-        row = {"strategy": strategy, "ensemble_members": len(probabilities),
+    for key, probabilities in members.values():
+        row = {**key, "ensemble_members": len(probabilities),
                "ensemble_accuracy": np.nan, "ensemble_macro_f1": np.nan}
         if all(p is not None for p in probabilities):
             predictions = average_probabilities([np.asarray(p) for p in probabilities]).argmax(axis=1)
@@ -115,15 +152,17 @@ def recipes_frame(results: list[tuple[Run, dict]]) -> pd.DataFrame:
 
     `served` marks the rule the saved models apply (the study's --decision; argmax for baselines).
     """
-    scores: dict[tuple[str, str], dict] = {}
+    scores: dict[tuple, dict] = {}
+    several = multi_model(results)
     for run, metrics in results:
         for rule, (report, served) in _reports_by_rule(metrics).items():
-            cell = scores.setdefault((run.strategy.name, rule), {"served": served, "accuracy": [], "macro_f1": []})
+            cell = scores.setdefault((*row_key(run, several), rule), {"key": _key_columns(run, several), "rule": rule,
+                                                             "served": served, "accuracy": [], "macro_f1": []})
             cell["accuracy"].append(report["accuracy"])
             cell["macro_f1"].append(report["macro_f1"])
     rows = []
-    for (strategy, rule), cell in scores.items():
-        row = {"strategy": strategy, "decision": rule, "served": cell["served"], "seeds": len(cell["accuracy"])}
+    for cell in scores.values():
+        row = {**cell["key"], "decision": cell["rule"], "served": cell["served"], "seeds": len(cell["accuracy"])}
         for metric in ("accuracy", "macro_f1"):
             row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std(cell[metric])
         rows.append(row)
@@ -146,19 +185,20 @@ def calibration_frame(results: list[tuple[Run, dict]]) -> pd.DataFrame:
     of the temperature and of ECE and Brier score before post-hoc fitting and as served (after the temperature and,
     with a decision rule, its offsets)."""
     rows = []
+    several = multi_model(results)
     for run, metrics in results:
         calibration = metrics.get("details", {}).get("calibration", {})
         split = calibration.get(metrics["evaluation_split"])
         if split is None:
             continue
         stages = {"before": split["before"], "served": split["served"]}
-        rows.append({"strategy": run.strategy.name, "temperature": calibration["temperature"],
+        rows.append({**_key_columns(run, several), "temperature": calibration["temperature"],
                      **{f"{m}_{stage}": values[m] for stage, values in stages.items() for m in ("ece", "brier")}})
     if not rows:
         return pd.DataFrame()
     frame = pd.DataFrame(rows)
-    means = frame.groupby("strategy", sort=False).mean()
-    return means.assign(seeds=frame.groupby("strategy", sort=False).size()).reset_index()
+    return pd.DataFrame([{**key, **group.drop(columns=keys(frame)).mean(), "seeds": len(group)}
+                         for key, group in _groups(frame)])
 
 
 def class_counts_frame(splits) -> pd.DataFrame:
