@@ -200,7 +200,9 @@ LOG_FORMAT = "[freezetune] %(message)s"  # the CLI's voice: its stderr lines, an
 def cli_voice():
     """For the call: the `freezetune` logger's info lines on stderr, as the CLI prints them, unless the program
     configured that logger itself. Without them the Trainer would also print raw dicts instead of its bars
-    (it shows bars only when freezetune's logger is at INFO)."""
+    (it shows bars only when freezetune's logger is at INFO). As in the CLI without --verbose, transformers'
+    console output (its LOAD REPORT tables) and loading bars stay off for the call, and train.log still keeps
+    them: freezetune's own lines say what a load did. Everything is as the program had it afterwards."""
     logger = logging.getLogger("freezetune")
     if logger.handlers or logger.level != logging.NOTSET or not is_main_process():
         yield
@@ -211,8 +213,30 @@ def cli_voice():
     logger.setLevel(logging.INFO)
     logger.propagate = False  # the root logger's handlers, if any, would print each line a second time
     try:
-        yield
+        with _quiet_transformers():
+            yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)
         logger.propagate = True
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """transformers' console handler and bars off for the block; its records still reach `captured` (train.log)."""
+    from transformers.utils import logging as transformers_logging
+
+    library = logging.getLogger("transformers")
+    console = transformers_logging._default_handler  # None until transformers configures its logger
+    had_console = console is not None and console in library.handlers
+    bars = transformers_logging.is_progress_bar_enabled()
+    if had_console:
+        library.removeHandler(console)
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if had_console and console not in library.handlers:
+            library.addHandler(console)
+        if bars:
+            transformers_logging.enable_progress_bar()

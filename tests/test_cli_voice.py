@@ -134,3 +134,22 @@ def test_in_jupyter_the_trainer_draws_no_bar_of_its_own(tmp_path):
     with training_progress(trainer):
         kinds = {type(c) for c in trainer.callback_handler.callbacks}
         assert not kinds & {ProgressCallback, PrinterCallback, NotebookProgressCallback}
+
+
+def test_the_python_api_speaks_as_the_cli_and_train_log_keeps_the_libraries(capfd, tiny_bert, tiny_csv_dir, tmp_path):
+    """freezetune.train in a program that configured no logging: freezetune's lines, not transformers' LOAD REPORT
+    or bars, on the console; train.log keeps the report; transformers' own console handler is back afterwards."""
+    from transformers.utils import logging as transformers_logging
+
+    import freezetune
+
+    transformers_logging.get_logger("transformers").warning("configure")  # transformers installs its console handler
+    library = logging.getLogger("transformers")
+    before = list(library.handlers)
+    freezetune.train(model=str(tiny_bert), data=str(tiny_csv_dir), output_dir=str(tmp_path / "m"), epochs=1,
+                     lr=5e-3, max_length=16, strategy="head")
+    out, err = capfd.readouterr()
+    assert_quiet(out + err)
+    assert "[freezetune] new classification head for 3 labels" in err
+    assert "LOAD REPORT" in (tmp_path / "m" / "train.log").read_text(encoding="utf-8").split("library messages:")[1]
+    assert library.handlers == before and transformers_logging.is_progress_bar_enabled()
