@@ -215,3 +215,17 @@ def test_model_and_models_conflict_on_the_command_line(tmp_path, capsys):
     assert main(["compare", "--model", "a", "--models", "b", "c", "--output-dir", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip() == ("freezetune: error: --model a and --models b,c name different models: "
                                                "pass --models alone")
+
+
+def test_the_architectures_config_is_packaged(tmp_path, capsys):
+    """An encoder, a decoder and an encoder-decoder, with strategies that fit all three."""
+    import dataclasses
+
+    from freezetune.configs import load_yaml
+
+    assert main(["compare", "--list-configs"]) == 0
+    assert re.search(r"^architectures: An encoder, a decoder and an encoder-decoder", capsys.readouterr().out, re.M)
+    values = load_yaml("architectures", valid=[f.name for f in dataclasses.fields(CompareOptions)])
+    options = CompareOptions(output_dir=str(tmp_path / "x"), **values)
+    assert options.models == ["bert-base-chinese", "Qwen/Qwen2.5-0.5B", "google/mt5-small"]
+    assert options.strategies == ["head", "lora", "freeze6+lora", "full", "tfidf"]
