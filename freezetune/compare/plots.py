@@ -1,16 +1,19 @@
-"""The study's PNG figures (matplotlib, Agg: no display needed). Each function writes one file."""
+"""The study's PNG figures. Each function writes one file.
+
+Drawn through matplotlib's object API (`Figure`, which saves a PNG with the Agg renderer): no pyplot, no display
+needed, and the program's backend and settings are left as they are (a notebook keeps its inline plots).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib import font_manager  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib import font_manager
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 # Families that can draw Chinese labels; matplotlib's bundled DejaVu cannot.
 CJK_FAMILIES = (
@@ -21,14 +24,15 @@ CJK_FAMILIES = (
 
 def label_texts(label_names: list[str]) -> tuple[list[str], bool]:
     """Tick labels for class names: the names if a font can draw them, else their ids (returns names_drawn)."""
-    if all(name.isascii() for name in label_names):
+    if all(name.isascii() for name in label_names) or cjk_family() is not None:
         return list(label_names), True
+    return [str(i) for i in range(len(label_names))], False
+
+
+def cjk_family() -> str | None:
+    """An installed font family that draws Chinese, or None."""
     installed = {font.name for font in font_manager.fontManager.ttflist}
-    family = next((f for f in CJK_FAMILIES if f in installed), None)
-    if family is None:
-        return [str(i) for i in range(len(label_names))], False
-    plt.rcParams["font.sans-serif"] = [family, *plt.rcParams["font.sans-serif"]]
-    return list(label_names), True
+    return next((f for f in CJK_FAMILIES if f in installed), None)
 
 
 def plain_text(text: str) -> str:
@@ -40,7 +44,6 @@ def _save(fig, path: Path) -> Path:
     if fig.get_layout_engine() is None:
         fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -48,7 +51,8 @@ def learning_curves(epochs: pd.DataFrame, path: Path) -> Path:
     """Per strategy, the mean over seeds of each curve by epoch, with a +-1 std band."""
     panels = [("train_loss", "training loss"), ("validation_loss", "validation loss"),
               ("validation_accuracy", "validation accuracy"), ("validation_macro_f1", "validation macro-F1")]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), sharex=True, layout="constrained")
+    fig = Figure(figsize=(10, 7.5), layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True)
     # One colour per strategy in every panel, even where a strategy has no curve (tfidf: no training loss).
     colours = {s: f"C{i % 10}" for i, s in enumerate(epochs["strategy"].unique())}
     for ax, (column, title) in zip(axes.flat, panels):
@@ -62,7 +66,7 @@ def learning_curves(epochs: pd.DataFrame, path: Path) -> Path:
     for ax in axes[1]:
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
-    handles = [plt.Line2D([], [], color=c, marker="o") for c in colours.values()]
+    handles = [Line2D([], [], color=c, marker="o") for c in colours.values()]
     fig.legend(handles, list(colours), loc="outside lower center", ncols=min(len(colours), 6), fontsize=9)
     return _save(fig, path)
 
@@ -77,7 +81,8 @@ def frozen_layers(runs: pd.DataFrame, depth: int | dict[str, int], path: Path) -
     several = isinstance(depth, dict)
     runs = runs.assign(x=runs["frozen_layers"].fillna(runs["model"].map(depth) if several else depth).astype(int))
     series_keys = ["model", "freeze_embeddings"] if several else ["freeze_embeddings"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2, sharex=True)
     for ax, (column, title) in zip(axes, [("evaluation_accuracy", "accuracy"), ("evaluation_macro_f1", "macro-F1")]):
         for (*model, frozen_emb), series in runs.groupby(series_keys):
             stats = series.groupby(["x", "strategy"])[column].agg(["mean", "std"]).reset_index().sort_values("x")
@@ -97,7 +102,8 @@ def frozen_layers(runs: pd.DataFrame, depth: int | dict[str, int], path: Path) -
 
 def f1_vs_params(summary: pd.DataFrame, path: Path) -> Path:
     """Macro-F1 (mean +- std) against trainable parameters, log scale: what each parameter buys."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     # Neighbouring points are labelled on alternating sides so that their names do not overlap.
     offsets = [(5, 5), (5, -12), (-5, 5), (-5, -12)]
     ordered = summary.sort_values("trainable_params").reset_index(drop=True)
@@ -118,8 +124,16 @@ def confusion_matrix(matrix, label_names: list[str], title: str, path: Path) -> 
     matrix = np.asarray(matrix)
     normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     ticks = [plain_text(tick) for tick in label_texts(label_names)[0]]  # class names come from the data
+    family = None if all(name.isascii() for name in label_names) else cjk_family()
+    # The Chinese font for this figure only (its texts are laid out and drawn inside the block).
+    with matplotlib.rc_context({"font.sans-serif": [family, *matplotlib.rcParams["font.sans-serif"]]} if family else {}):
+        return _confusion_figure(matrix, normalised, ticks, title, path)
+
+
+def _confusion_figure(matrix, normalised, ticks: list[str], title: str, path: Path) -> Path:
     size = 2.5 + 0.6 * len(ticks)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = Figure(figsize=(size + 1, size))
+    ax = fig.subplots()
     image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, label="share of true class")
     for (i, j), count in np.ndenumerate(matrix):
