@@ -31,6 +31,7 @@ from pathlib import Path
 from freezetune.compare.grid import Run, execute
 from freezetune.errors import UserError
 from freezetune.layout import RUN_CONFIG_FILE
+from freezetune.logs import libraries_verbose, show_library_output
 from freezetune.outputs import scratch_dir, staged_output_dir, write_json_atomic
 
 log = logging.getLogger("freezetune")
@@ -58,7 +59,7 @@ class RayExecutor:
 
         task = ray.remote(_run_cell).options(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run)
         splits_ref = self._ship(splits)
-        pending = {task.remote(run, splits_ref, options): run for run in runs}
+        pending = {task.remote(run, splits_ref, options, libraries_verbose()): run for run in runs}
         failures: list[tuple[Run, str]] = []
         progress.set_postfix_str(f"{len(pending)} running or queued")
         try:
@@ -91,8 +92,12 @@ class RayExecutor:
         return self._shipped[1]
 
 
-def _run_cell(run: Run, splits, options) -> dict[str, bytes]:
-    """On a Ray worker: run the cell into a scratch folder of this node; return its files {relative path: bytes}."""
+def _run_cell(run: Run, splits, options, verbose: bool = False) -> dict[str, bytes]:
+    """On a Ray worker: run the cell into a scratch folder of this node; return its files {relative path: bytes}.
+
+    The worker's output reaches the study's console (Ray forwards it): the libraries' own messages only if the
+    study was asked for them (`--verbose`), as in the study's own process."""
+    show_library_output(verbose)
     with scratch_dir("freezetune-ray-") as root:
         execute(run, splits, options, root)
         folder = run.folder(root)
