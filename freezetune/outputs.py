@@ -229,8 +229,10 @@ def output_lock(path: str | os.PathLike, flag: str = "--output-dir"):
     """Hold an exclusive lock on the output `path` for the block; a second holder fails at once, naming the first.
 
     The lock is `flock` on `.NAME.lock` beside `path` (released by the kernel when the process dies, however it
-    dies); the file records the holder's pid, host and command, and is removed on exit. Not re-entrant: take
-    it once per run, around everything that computes and writes `path`.
+    dies); the file records the holder's pid, host and command, and is removed on exit, with the folders above
+    `path` the lock had to create if nothing else was written into them (a run refused for its data leaves no
+    empty folders behind). Not re-entrant: take it once per run, around everything that computes and writes
+    `path`.
     """
     try:
         import fcntl
@@ -238,6 +240,7 @@ def output_lock(path: str | os.PathLike, flag: str = "--output-dir"):
         yield
         return
     out = check_writable(path, flag)
+    created = [folder for folder in (out.parent, *out.parent.parents) if not folder.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
     lock = out.parent / f".{out.name}.lock"
     while True:
@@ -265,6 +268,11 @@ def output_lock(path: str | os.PathLike, flag: str = "--output-dir"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(lock)
         os.close(fd)
+        for folder in created:  # deepest first; one that holds anything stays, and so do those above it
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 # A CSV cell starting with one of these is run as a formula by Excel, LibreOffice and Google Sheets (OWASP

@@ -311,3 +311,13 @@ def test_predict_into_a_closed_pipe_stops_quietly(model_dir, tmp_path):
     predict.wait(timeout=60)
     assert json.loads(head.stdout)["text"] == "今天游戏很好玩家都很开心"
     assert predict.returncode in (0, 141) and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_a_refused_run_leaves_no_folders_it_made_for_its_output(capsys, tiny_bert, tmp_path):
+    """The output lock makes the folders above OUT; a run refused inside it (here: for its data) takes them away
+    again, but never a folder that was there before or that holds anything."""
+    (tmp_path / "kept").mkdir()
+    missing = tmp_path / "no-such-data.csv"
+    code, _, err = run(capsys, *train_flags(tiny_bert, missing, tmp_path / "kept" / "a" / "b" / "out"))
+    assert code == 2 and "no-such-data.csv" in error_line(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"] and not any((tmp_path / "kept").iterdir())
