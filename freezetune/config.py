@@ -119,11 +119,11 @@ class TrainOptions:
     checkpoints: bool = option(True, "write a checkpoint at every epoch's end so that --resume can continue a stopped "
                                "run (--no-checkpoints: none; the model and optimizer state written each epoch can "
                                "take longer than a short epoch on a GPU)")
-    report_to: ReportTo = option("none", "experiment tracker that receives the run: the Trainer's per-step loss and "
-                                 "per-epoch validation metrics, then the final metrics and the options (the Trainer's "
-                                 "report_to): tensorboard (event files in OUT/tensorboard, or under "
-                                 "$TENSORBOARD_LOGGING_DIR), mlflow ($MLFLOW_TRACKING_URI), wandb; each needs its "
-                                 "extra (pip install 'freezetune[mlflow]')")
+    report_to: ReportTo = option("none", "send the run to an experiment tracker (the Trainer's report_to): the "
+                                 "training loss of every step, the validation metrics of every epoch, then the final "
+                                 "metrics and the options; tensorboard writes OUT/tensorboard (or "
+                                 "$TENSORBOARD_LOGGING_DIR/RUN_NAME), mlflow where $MLFLOW_TRACKING_URI points; each "
+                                 "needs its extra, pip install 'freezetune[NAME]' (docs/tracking.md)")
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_batch_size", "max_length"):

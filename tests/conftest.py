@@ -36,7 +36,8 @@ SLOW_MARKS = ("xdist_group", "distributed", "ray")
 # What each optional extra of pyproject.toml brings, by import name. A test that needs an extra the install left
 # out is skipped with the extra's name (README's install may be narrower than CI's), never failed.
 EXTRAS = {"onnx": ("onnx", "onnxruntime"), "lora": ("peft",), "ray": ("ray",), "serve": ("fastapi", "uvicorn"),
-          "modelscope": ("modelscope",), "gemma": ("gguf",)}
+          "modelscope": ("modelscope",), "gemma": ("gguf",), "tensorboard": ("tensorboard",), "mlflow": ("mlflow",),
+          "wandb": ("wandb",)}
 MARK_EXTRAS = {"ray": "ray"}  # a test marked `ray` needs the ray extra
 
 

@@ -254,10 +254,10 @@ def execute(run: Run, splits, options, output_dir: Path) -> dict:
 
 def _train_transformer(run: Run, splits, options, folder: Path) -> dict:
     """Exactly the `freezetune train` code path, with the study's shared splits."""
+    from freezetune.config import TrainConfig
     from freezetune.training import train
     from freezetune.training.resume import resumable
-
-    from freezetune.config import TrainConfig
+    from freezetune.training.tracking import default_run_name
 
     shared = {**options.shared(), **dict(run.strategy.overrides)}
     if run.model is not None:
@@ -267,7 +267,9 @@ def _train_transformer(run: Run, splits, options, folder: Path) -> dict:
     # A resumed study continues a run that was stopped mid-training from its last epoch's checkpoint; anything
     # else an unfinished run left (no metrics.json) is worth nothing: overwrite.
     resume = options.resume and resumable(folder)
+    # Its name in a --report-to tracker: MODEL/STRATEGY/seedN, STRATEGY as the study names it (full@focal, full-lr1e-05).
+    label = run.strategy.name + ("" if run.lr is None else f"-lr{run.lr:g}")
     config = TrainConfig(**shared, output_dir=str(folder), strategy=run.strategy.training_strategy, seed=run.seed,
-                         overwrite=not resume, resume=resume)
+                         run_name=default_run_name(shared["model"], label, run.seed), overwrite=not resume, resume=resume)
     return train(config, splits)
 

@@ -45,6 +45,7 @@ from ..outputs import check_not_input, check_output_dir, scratch_dir, staged_out
 from ..precision import device_type, resolve_precision
 from ..results import RunResult, rounded_probabilities
 from ..strategies import Strategy, TrainPlan, check_fits, parameter_counts, parse_strategy, prepare as prepare_strategy
+from . import tracking
 from .compact_embedding import compact_word_embeddings
 from .distill import DistillTrainer, add_soft_targets, check_teachers
 from .distributed import output_lock_on_main, refuse_unfollowable, world_size
@@ -94,6 +95,8 @@ class Fitted:
     train_seconds: float
     peak_memory_mb: float
     epochs: list[dict]
+    tracker: tracking.RunTracker | None = None
+    """With --report-to: the tracker the run reports to."""
 
 
 def train_one(config: TrainConfig, splits: Splits | None = None) -> dict:
@@ -109,12 +112,15 @@ def train_one(config: TrainConfig, splits: Splits | None = None) -> dict:
     # extra files; a killed run's is removed by the next run. The checkpoints for --resume live beside OUT.
     # Under torchrun / accelerate only the main process, the one that writes, holds the lock. The libraries'
     # messages (shown only with --verbose) are captured for train.log.
-    with output_lock_on_main(config.output_dir), scratch_dir("freezetune-trainer-") as scratch, captured():
+    with (output_lock_on_main(config.output_dir), scratch_dir("freezetune-trainer-") as scratch, captured(),
+          tracking.quiet(config.report_to)):
         run = prepare(config, splits)
         run.scratch = scratch
         fitted = fit(run)
         result = evaluate(run, fitted)
         if fitted.trainer.args.should_save:  # the main process (the only one without torchrun)
+            if fitted.tracker is not None:  # before write: TensorBoard's files go into OUT with the rest
+                fitted.tracker.log_final(result.to_dict(), fitted.trainer.state.global_step)
             write(run, fitted, result)
             run.checkpoints.remove()
     return result.to_dict()
@@ -126,6 +132,7 @@ def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
     """All checks and set-up before the slow work: output folder, data, tokenizer, model, strategy, features."""
     checkpoints = Checkpoints.open(config)  # --resume: what it needs; without: an unfinished run is not lost
     check_output_dir(config.output_dir, config.overwrite)
+    tracking.check_store(config.report_to)  # the tracker's package was checked with the options
     device = device_type()
     precision = resolve_precision(config.precision, device)
     if splits is None:
@@ -264,11 +271,12 @@ def fit(run: Run) -> Fitted:
             optimizers=(optimizer, None),
             compute_loss_func=run.loss,
         )
+        tracker = tracking.RunTracker.attach(trainer, config)
         with training_progress(trainer):  # one bar, not the Trainer's bars and printed log dicts
             run.checkpoints.train(trainer, states, resume_from)  # trainer.train(), or continued from a checkpoint
         best_epoch.restore_best()
     seconds = time.perf_counter() - started + run.checkpoints.seconds_before
-    return Fitted(trainer, n_cached, seconds, peak[0], _epoch_rows(trainer.state.log_history))
+    return Fitted(trainer, n_cached, seconds, peak[0], _epoch_rows(trainer.state.log_history), tracker)
 
 
 def _trainer_class(config: TrainConfig):
@@ -396,7 +404,7 @@ def training_arguments(config: TrainConfig, precision: str, output_dir: str) -> 
         fp16=precision == "fp16",
         use_cpu=device_type() == "cpu",  # the Trainer allows bf16 without a GPU only when told it is on the CPU
         eval_strategy="epoch",
-        logging_strategy="epoch",  # so each logged train loss is that epoch's mean
+        **tracking.trainer_options(config),  # report_to, run_name; with a tracker the Trainer logs every step
         # A checkpoint at every epoch's end, for --resume; the best epoch's weights are kept by BestEpochCallback.
         save_strategy="epoch" if config.checkpoints else "no",
         # Batches of similar length waste less compute on padding (shuffled within mega-batches).
@@ -405,7 +413,6 @@ def training_arguments(config: TrainConfig, precision: str, output_dir: str) -> 
         # Our examples hold exactly what the model takes (cached ones: `inputs_embeds`, which a model's
         # forward signature may only accept through **kwargs, so the Trainer would drop it).
         remove_unused_columns=False,
-        report_to=[],
         # Several processes (DDP): parameters may get no gradient in a step (a frozen or cut-down part, an unused
         # pooler), and no buffer changes while training (no batch norm), so none is re-sent every step (the
         # compact embedding's frozen matrix would be, whole).
@@ -435,15 +442,21 @@ def _metrics_with_loss(loss):
 
 
 def _epoch_rows(log_history: list[dict]) -> list[dict]:
-    """One row per epoch from the Trainer's log: its epoch-level train loss and evaluation metrics."""
+    """One row per epoch from the Trainer's log: its train loss and evaluation metrics.
+
+    The Trainer logs the train loss once per epoch (that epoch's mean), or with a tracker once per optimizer step
+    (see tracking.py), whose mean over the epoch is that same number.
+    """
     rows: dict[int, dict] = {}
+    losses: dict[int, list[float]] = {}
     for entry in log_history:
         if "epoch" not in entry:
             continue
         epoch = int(math.ceil(entry["epoch"] - 1e-6))
         row = rows.setdefault(epoch, {"epoch": epoch, "train_loss": None})
         if "loss" in entry:
-            row["train_loss"] = entry["loss"]
+            losses.setdefault(epoch, []).append(entry["loss"])
+            row["train_loss"] = math.fsum(losses[epoch]) / len(losses[epoch])
         if "eval_loss" in entry:
             row.update(eval_loss=entry["eval_validation_loss"], **{m: entry[f"eval_{m}"] for m in ("accuracy", "macro_f1", "weighted_f1")})
     return [row for _, row in sorted(rows.items()) if "eval_loss" in row]
@@ -520,6 +533,8 @@ def write(run: Run, fitted: Fitted, result: RunResult) -> None:
         if (run.scratch / "extras").is_dir():
             for item in (run.scratch / "extras").iterdir():
                 shutil.move(str(item), str(stage / item.name))
+        if fitted.tracker is not None:
+            fitted.tracker.move_into(stage)
         write_json_atomic(stage / METRICS_FILE, result.to_dict())
         write_json_atomic(stage / RUN_CONFIG_FILE, config.to_dict())
         write_model_card(stage, result.to_dict(), config.to_dict())  # README.md, the Hugging Face model card
