@@ -9,11 +9,7 @@ import pytest
 
 from freezetune.cli import main
 
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+from .cli_helpers import run
 
 
 @pytest.fixture(scope="module")

@@ -13,17 +13,14 @@ from safetensors.torch import load_file, save_file
 
 from freezetune.cli import main
 
+from .cli_helpers import run
+
 # Each of these is library output that a user without --verbose must not see.
 LIBRARY_NOISE = ("Loading weights", "LOAD REPORT", "MISMATCH", "Reinit", "Writing model shards", "{'loss'",
                  "'eval_loss'", "train_runtime")
 TRAIN = ("--epochs", "1", "--lr", "5e-3", "--max-length", "16", "--strategy", "head")
 
 
-def run(capfd, *argv):
-    """main() with the real stdout/stderr file descriptors captured: the libraries may write to them directly."""
-    code = main([str(a) for a in argv])
-    out, err = capfd.readouterr()
-    return code, out, err
 
 
 def assert_quiet(text: str) -> None:

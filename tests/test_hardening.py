@@ -36,25 +36,15 @@ from freezetune.outputs import (
     write_text_atomic,
 )
 
+from .cli_helpers import forbid, one_error_line, run, tree
+
 PACKAGE = Path(freezetune.__file__).parent
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def one_error_line(err: str) -> str:
-    """The error line, checked to be the only one, the last one, with no traceback."""
-    errors = [line for line in err.splitlines() if line.startswith("freezetune: error: ")]
-    assert len(errors) == 1 and err.splitlines()[-1] == errors[0] and "Traceback" not in err, err
-    return errors[0]
 
 
-def tree(folder: Path) -> dict:
-    """Every file under `folder` (hidden ones too) with its size and mtime: to prove nothing was touched."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +55,6 @@ def model_dir(tiny_bert, tiny_csv_dir, tmp_path_factory):
     return out
 
 
-def forbid(monkeypatch, *targets):
-    """Make the slow steps fail loudly, to prove a check runs before them."""
-    def slow(*args, **kwargs):
-        raise AssertionError("slow work started before the check")
-    for target in targets:
-        monkeypatch.setattr(target, slow)
 
 
 # --------------------------------------------------------------------------- 1. eval on one file

@@ -14,24 +14,17 @@ import pandas as pd
 import pytest
 
 from freezetune import TrainConfig, UserError, load_splits
-from freezetune.cli import main, parse_dataclass
+from freezetune.cli import parse_dataclass
 from freezetune.compare import CompareOptions
+
+from .cli_helpers import one_error_line, run
 
 ROWS = pd.DataFrame({"sentence": ["好玩", "太差了", "一般般", "很好", "真烂", "还行"] * 5,
                      "label": ["夸奖", "辱骂", "中性", "夸奖", "辱骂", "中性"] * 5})
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def one_error_line(err: str) -> str:
-    """The error line, checked to be the only one, the last one, with no traceback."""
-    errors = [line for line in err.splitlines() if line.startswith("freezetune: error: ")]
-    assert len(errors) == 1 and err.splitlines()[-1] == errors[0] and "Traceback" not in err, err
-    return errors[0]
 
 
 def refused(capsys, *argv) -> str:

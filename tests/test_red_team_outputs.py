@@ -19,12 +19,12 @@ import pytest
 from transformers import Trainer
 
 import freezetune
-from freezetune.cli import main
 from freezetune.errors import UserError
 from freezetune.outputs import check_output_dir
 from freezetune.training import train
 from freezetune.training.resume import resume_dir
 
+from .cli_helpers import forbid, one_error_line, run, tree
 from .conftest import tiny_config
 
 SOURCE_ROOT = Path(freezetune.__file__).resolve().parents[1]  # the freezetune under test, for subprocesses
@@ -32,31 +32,12 @@ SOURCE_ROOT = Path(freezetune.__file__).resolve().parents[1]  # the freezetune u
 EPOCHS = 2
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def error_line(err: str) -> str:
-    """The error line, checked to be the only line on stderr that says so, the last one, without a traceback."""
-    errors = [line for line in err.splitlines() if line.startswith("freezetune: error: ")]
-    assert len(errors) == 1 and err.splitlines()[-1] == errors[0] and "Traceback" not in err, err
-    return errors[0]
 
 
-def tree(folder: Path) -> dict:
-    """Every file under `folder` (hidden ones too) with its size and mtime, and every folder: to prove nothing was
-    touched. (Not the folders' mtimes: a run's lock file beside its output comes and goes, as it should.)"""
-    return {str(p.relative_to(folder)): p.is_dir() or (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
 
 
-def forbid(monkeypatch, *targets):
-    """Make the slow steps fail loudly, to prove a check runs before them."""
-    def slow(*args, **kwargs):
-        raise AssertionError("slow work started before the check")
-    for target in targets:
-        monkeypatch.setattr(target, slow)
 
 
 def train_flags(tiny_bert, tiny_csv_dir, out) -> list:
@@ -120,7 +101,7 @@ def test_overwrite_refuses_a_folder_freezetune_did_not_write(capsys, monkeypatch
                  [*train_flags(tiny_bert, tiny_csv_dir, notes), "--overwrite", "--lr", "auto"],
                  ["export", "--model", model_dir, "--output-dir", notes, "--overwrite"]):
         code, _, err = run(capsys, *argv)
-        assert code == 2 and "freezetune did not write" in error_line(err), argv
+        assert code == 2 and "freezetune did not write" in one_error_line(err), argv
     assert tree(tmp_path) == before  # the notes, and no lock, checkpoint or staging folder beside them
 
 
@@ -129,7 +110,7 @@ def test_a_checkpoint_beside_a_refused_output_is_kept(capsys, unfinished, tiny_b
     shutil.copytree(unfinished, resume_dir(notes))
     before = tree(tmp_path)
     code, _, err = run(capsys, *train_flags(tiny_bert, tiny_csv_dir, notes), "--overwrite")
-    assert code == 2 and "freezetune did not write" in error_line(err)
+    assert code == 2 and "freezetune did not write" in one_error_line(err)
     assert tree(tmp_path) == before
 
 
@@ -159,7 +140,7 @@ def test_the_current_folder_or_one_above_it_is_refused_before_training(capsys, m
     for out, where in ((".", "the current folder"), ("..", "above the current folder"),
                        (tmp_path, "above the current folder"), ("../run/sub/..", "the current folder")):
         code, _, err = run(capsys, *train_flags(tiny_bert, tiny_csv_dir, out), "--overwrite")
-        assert code == 2 and where in error_line(err), out
+        assert code == 2 and where in one_error_line(err), out
     with pytest.raises(UserError, match="above the current folder"):
         check_output_dir("/", overwrite=True)
     assert tree(tmp_path) == before  # no ..old-*, ..resume or lock left
@@ -182,7 +163,7 @@ def test_predict_output_creates_its_folder_like_train(capsys, model_dir, tmp_pat
     assert pd.read_csv(output)["text"].tolist() == ["好", "差"]
     # A failure before predicting creates nothing.
     code, _, err = run(capsys, "predict", "好", "--model", tmp_path / "no-model", "--output", tmp_path / "other" / "p.csv")
-    assert code == 2 and error_line(err) and not (tmp_path / "other").exists()
+    assert code == 2 and one_error_line(err) and not (tmp_path / "other").exists()
 
 
 # --------------------------------------------------------------------------- --resume on a damaged checkpoint
@@ -198,7 +179,7 @@ def test_resume_from_a_damaged_checkpoint_says_so_before_any_work(capsys, monkey
     before = tree(tmp_path)
     forbid(monkeypatch, "freezetune.training.run.load_splits")
     code, _, err = run(capsys, *train_flags(tiny_bert, tiny_csv_dir, out), "--resume")
-    line = error_line(err)
+    line = one_error_line(err)
     assert code == 2 and "is damaged" in line and damaged in line and "--overwrite" in line
     assert tree(tmp_path) == before
 
@@ -206,7 +187,7 @@ def test_resume_from_a_damaged_checkpoint_says_so_before_any_work(capsys, monkey
 def test_resume_names_what_a_foreign_folder_is(capsys, tiny_bert, tiny_csv_dir, tmp_path):
     notes = user_notes(tmp_path / "notes")
     code, _, err = run(capsys, *train_flags(tiny_bert, tiny_csv_dir, notes), "--resume")
-    line = error_line(err)
+    line = one_error_line(err)
     assert code == 2 and "freezetune did not write" in line and "finished run" not in line
 
 
@@ -230,7 +211,7 @@ def test_a_config_that_disagrees_with_the_weights_names_the_file(capsys, model_d
     for argv in (["predict", "好", "--model", edited], ["eval", "--model", edited, "--data", tiny_csv_dir],
                  ["export", "--model", edited, "--output-dir", tmp_path / "onnx"]):
         code, _, err = run(capsys, *argv)
-        assert code == 2 and str(edited / "config.json") in error_line(err), argv
+        assert code == 2 and str(edited / "config.json") in one_error_line(err), argv
     with pytest.raises(UserError, match="disagrees with the weights"):  # what serve loads
         load_predictor(str(edited))
     assert not (tmp_path / "onnx").exists()
@@ -239,7 +220,7 @@ def test_a_config_that_disagrees_with_the_weights_names_the_file(capsys, model_d
 def test_an_exported_config_that_disagrees_with_the_model_names_the_file(capsys, exported, tmp_path):
     edited = with_fewer_labels(Path(exported), tmp_path / "edited")
     code, _, err = run(capsys, "predict", "好", "--model", edited, "--backend", "onnx")
-    assert code == 2 and str(edited / "config.json") in error_line(err)
+    assert code == 2 and str(edited / "config.json") in one_error_line(err)
 
 
 def test_a_damaged_onnx_model_names_the_file_and_the_fix(capsys, exported, tmp_path):
@@ -248,7 +229,7 @@ def test_a_damaged_onnx_model_names_the_file_and_the_fix(capsys, exported, tmp_p
     model = damaged / "model.onnx"
     model.write_bytes(model.read_bytes()[: model.stat().st_size // 3])
     code, _, err = run(capsys, "predict", "好", "--model", damaged, "--backend", "onnx")
-    line = error_line(err)
+    line = one_error_line(err)
     assert code == 2 and str(model) in line and "export it again" in line
 
 
@@ -271,12 +252,12 @@ def test_a_local_path_that_is_no_model_folder_fails_without_the_hub(capsys, monk
     for model, problem in ((tiny_csv_dir / "train.csv", "is a file, not a model folder"), ("./gone", "not found"),
                            ("a/b/c", "not found"), ("../gone/x", "not found"), ("~/no-such-model-here", "not found")):
         code, _, err = run(capsys, "predict", "好", "--model", model)
-        assert code == 2 and problem in error_line(err) and str(model) in err, model
+        assert code == 2 and problem in one_error_line(err) and str(model) in err, model
         code, _, err = run(capsys, "eval", "--model", model, "--data", tiny_csv_dir)
-        assert code == 2 and problem in error_line(err), model
+        assert code == 2 and problem in one_error_line(err), model
     assert asked == []
     code, _, err = run(capsys, "predict", "好", "--model", "owner/name")  # a hub id still goes to the hub
-    assert code == 2 and asked == ["owner/name"] and "hub is unreachable" in error_line(err)
+    assert code == 2 and asked == ["owner/name"] and "hub is unreachable" in one_error_line(err)
 
 
 # --------------------------------------------------------------------------- plain predict output: a line per text
@@ -319,5 +300,5 @@ def test_a_refused_run_leaves_no_folders_it_made_for_its_output(capsys, tiny_ber
     (tmp_path / "kept").mkdir()
     missing = tmp_path / "no-such-data.csv"
     code, _, err = run(capsys, *train_flags(tiny_bert, missing, tmp_path / "kept" / "a" / "b" / "out"))
-    assert code == 2 and "no-such-data.csv" in error_line(err)
+    assert code == 2 and "no-such-data.csv" in one_error_line(err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"] and not any((tmp_path / "kept").iterdir())
