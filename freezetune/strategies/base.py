@@ -15,6 +15,7 @@ number glued to the name fills it: `freeze6`). The hooks, each with a neutral de
     check(anatomy, frozen_bottom)  before any slow work: do the options fit the model (e.g. freeze4 on 2 layers)?
     configure(model, plan)   stage "method": decide what trains (all, biases only, adapters, ...)
     restrict(model, plan)    stage "restriction": freeze more on top of the method (freezeN, emb, gradual)
+    note(model)              what that means on this model, for the run's log (e.g. which stack freezeN reaches)
     later_trainable(model)   parameters frozen now that a callback will unfreeze during the run
     parameter_groups(...)    optimizer groups, e.g. a learning rate per layer
     callbacks(model, plan)   Trainer callbacks, e.g. to unfreeze a layer each epoch
@@ -116,6 +117,12 @@ class Strategy:
         say less when another part says it). The default: the class's `summary`."""
         return self.summary
 
+    def note(self, model: nn.Module) -> str:
+        """What this strategy does with this very model, in a few words for the run's trainable-parameter line
+        (which stack a layer count reaches, what BitFit finds to train), or "" when the counts say it all. Called
+        after `configure`."""
+        return ""
+
 
 def register(name: str):
     """Class decorator: make a Strategy subclass available under `name` in strategy specs."""
@@ -190,6 +197,9 @@ class Combination(Strategy):
 
     def describe(self, within: Strategy | None = None) -> str:
         return "; ".join(text for part in self.parts if (text := part.describe(within=self))) or Strategy().describe()
+
+    def note(self, model):
+        return "; ".join(text for part in self.parts if (text := part.note(model)))
 
 
 # --- what every strategy's result has in common ------------------------------------------------------------

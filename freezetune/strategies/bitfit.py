@@ -40,3 +40,13 @@ class BitFit(Strategy):
             p.requires_grad = False
         for p in bias_and_norm_parameters(model) + anatomy(model).head_parameters():
             p.requires_grad = True
+
+    def note(self, model: nn.Module) -> str:
+        """Said where the layers hold no bias at all (Llama, Mistral, Gemma, T5): BitFit then trains the norms and
+        the head only, which is what the counts show but not why."""
+        body = anatomy(model)
+        head = {id(p) for p in body.head_parameters()}
+        if any(name.endswith("bias") and id(p) not in head for name, p in model.named_parameters()):
+            return ""
+        norms = sorted({type(m).__name__ for m in body.norms(model)})
+        return f"bitfit: {body.model_type} has no biases in its layers, only its norms ({', '.join(norms)}) and the head train"

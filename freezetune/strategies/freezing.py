@@ -94,7 +94,7 @@ class HeadOnly(Strategy):
 @register("top")
 @dataclass
 class TopLayers(Strategy):
-    """Only the top N layers (blocks in depth order) and the head train."""
+    """Only the top N layers (blocks in depth order), the final norm above them (decoders) and the head train."""
 
     layers: int
     positional = "layers"
@@ -109,11 +109,13 @@ class TopLayers(Strategy):
         anatomy.check_count(self.layers, "top")
 
     def configure(self, model, plan):
-        blocks = anatomy(model).blocks
+        body = anatomy(model)
         HeadOnly().configure(model, plan)
-        for block in blocks[len(blocks) - self.layers:]:
-            for p in block.parameters():
-                p.requires_grad = True
+        top = [p for block in body.blocks[len(body.blocks) - self.layers:] for p in block.parameters()]
+        if top and body.final_norm is not None:  # the norm after the top layer (GPT-2's ln_f) trains with it
+            top += list(body.final_norm.parameters())
+        for p in top:
+            p.requires_grad = True
 
     def describe(self, within=None):
         return f"only the top {self.layers} encoder layers and the head train"
@@ -136,7 +138,7 @@ def stacks_note(model, blocks, what: str) -> str:
         spans.setdefault(block.stack, []).append(block.index)
     words = [f"{stack} layer{'s' if len(i) > 1 else ''} {i[0]}{f'-{i[-1]}' if len(i) > 1 else ''}"
              for stack, i in spans.items()]
-    return f"{what} {' and '.join(words)} (layers count through the encoder, then the decoder)"
+    return f"{what} {' and '.join(words)} (layers count the encoder's first)"
 
 
 def _has(combination, kind: type) -> bool:

@@ -4,7 +4,8 @@
 Classification"): the top layers, closest to the task, move fastest; the embeddings, most general, slowest.
 
 `gradual` (gradual unfreezing, ULMFiT): only the head trains at first, then one more layer from the top every
-`epochs` epochs (`gradual:2`) or every `steps` optimizer steps (`gradual:steps=100`), the embeddings last.
+`epochs` epochs (`gradual:2`) or every `steps` optimizer steps (`gradual:steps=100`), the embeddings last. The
+final norm of a decoder (GPT-2's `ln_f`, Llama's `norm`, T5's and BART's decoder norm) unfreezes with the top layer.
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ class GradualUnfreezing(Strategy):
     def restrict(self, model: nn.Module, plan: TrainPlan) -> None:
         body = anatomy(model)
         modules = [list(block.modules) for block in reversed(body.blocks)] + [list(body.embeddings)]
+        if body.final_norm is not None and body.blocks:
+            modules[0].append(body.final_norm)  # the norm after the top layer (GPT-2's ln_f) unfreezes with it
         self._blocks = [[p for m in block for p in m.parameters() if p.requires_grad] for block in modules]
         for block in self._blocks:
             for p in block:
