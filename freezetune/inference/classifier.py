@@ -61,13 +61,30 @@ class BatchedClassifier(TextClassifier):
         out = np.zeros((len(texts), width), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
             idx = order[start : start + self.batch_size]
-            batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors=self.tensor_type)
-            out[idx] = score(batch)
+            out[idx] = score(self._tokenize([texts[i] for i in idx]))
         return out
+
+    def _tokenize(self, texts: list[str]):
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                               return_tensors=self.tensor_type)
+        if batch["input_ids"].shape[-1] == 0:
+            # Empty texts only, from a tokenizer that adds no token of its own (GPT-2's, Qwen's): a model cannot
+            # run on no position, so each is one padding token, as it is in a batch with longer texts.
+            batch = self.tokenizer(texts, padding="max_length", truncation=True, max_length=1,
+                                   return_tensors=self.tensor_type)
+        return batch
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
         return softmax(self.logits(texts), axis=-1)
+
+
+def last_token_positions(input_ids: torch.Tensor, config) -> torch.Tensor:
+    """Where a decoder-only classifier reads each row: its rightmost token that is not `config.pad_token_id`
+    (left or right padding alike), as transformers' *ForSequenceClassification pool."""
+    ids = input_ids.cpu()
+    if config.pad_token_id is None:
+        return torch.full((len(ids),), ids.shape[-1] - 1)
+    return (torch.arange(ids.shape[-1]) * (ids != config.pad_token_id)).argmax(-1)
 
 
 class TorchClassifier(BatchedClassifier):
@@ -94,7 +111,8 @@ class TorchClassifier(BatchedClassifier):
         """(texts, features): what the model's final linear layer receives, in input order.
 
         The head's last hidden layer: the pooled features in BERT and the builtin model, the output of the head's
-        dense layer in RoBERTa/XLM-R/ELECTRA and DistilBERT.
+        dense layer in RoBERTa/XLM-R/ELECTRA, DistilBERT, T5 and BART, the last real token's hidden state in
+        decoder-only families (their `score` runs on every position, and the model keeps that token's row).
 
         With `final_linear_logits`, the logits of a changed final layer (e.g. a folded temperature) cost no second pass
         through the encoder.
@@ -106,7 +124,11 @@ class TorchClassifier(BatchedClassifier):
         def features(batch):
             captured.clear()
             self._logits(batch)
-            return captured[0].float().cpu().numpy()
+            found = captured[0]
+            if found.dim() == 3:  # (batch, sequence, features): each row's last token that is not padding
+                rows = last_token_positions(batch["input_ids"], self.model.config).to(found.device)
+                found = found[torch.arange(len(found), device=found.device), rows]
+            return found.float().cpu().numpy()
 
         try:
             return self._in_input_order(texts, features, linear.in_features)

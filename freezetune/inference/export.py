@@ -55,7 +55,7 @@ def ffn_output_matmuls(model_path: Path) -> list[str]:
 
 def export_onnx(model_dir: str, output_dir: str, int8: bool = False, overwrite: bool = False) -> Path:
     """Write `output_dir` with model.onnx (opset 17, dynamic batch and sequence) exported from `model_dir`."""
-    from ..models import load_tokenizer, load_trained_classifier
+    from ..models import carry_licence_files, load_tokenizer, load_trained_classifier, match_tokenizer
 
     source = Path(model_dir)
     if not (source / "config.json").is_file():
@@ -69,12 +69,14 @@ def export_onnx(model_dir: str, output_dir: str, int8: bool = False, overwrite: 
     with output_lock(output_dir):
         tokenizer = load_tokenizer(str(source))
         model = load_trained_classifier(str(source)).eval()
+        match_tokenizer(model, tokenizer, str(source))  # the exported tokenizer pads as the graph pools
         with staged_output_dir(output_dir, overwrite) as stage:
             _write_onnx(model, tokenizer, stage, int8)
             tokenizer.save_pretrained(str(stage))
             for name in COPIED_FILES:
                 if (source / name).is_file():
                     shutil.copy2(source / name, stage / name)
+            carry_licence_files(str(source), model.config.model_type, stage)  # an export is a copy too
             write_json_atomic(stage / EXPORT_MARKER, {"format": "onnx", "opset": OPSET, "int8": int8,
                                                       "model": str(source)})
     return Path(output_dir)
@@ -92,16 +94,23 @@ def _write_onnx(model, tokenizer, stage: Path, int8: bool) -> None:
         # shape checks traced as constants; for an encoder those checks are constant, and the parity check
         # below proves the graph right on a padded batch.
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, (), str(stage / MODEL_FILE), kwargs=inputs, input_names=list(inputs),
-            output_names=["logits"], opset_version=OPSET, dynamo=False,
-            dynamic_axes={**{name: {0: "batch", 1: "sequence"} for name in inputs}, "logits": {0: "batch"}},
-        )
+        try:
+            torch.onnx.export(
+                model, (), str(stage / MODEL_FILE), kwargs=inputs, input_names=list(inputs),
+                output_names=["logits"], opset_version=OPSET, dynamo=False,
+                dynamic_axes={**{name: {0: "batch", 1: "sequence"} for name in inputs}, "logits": {0: "batch"}},
+            )
+        except Exception as exc:  # the tracer or an operator ONNX lacks: a limit of the exporter for this family
+            first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise UserError(f"cannot export model type '{model.config.model_type}' to ONNX ({first}): predict and "
+                            "serve the trained folder itself (--backend torch)") from exc
         expected = model(**inputs).logits.numpy()
     session = ort.InferenceSession(str(stage / MODEL_FILE), providers=["CPUExecutionProvider"])
     got = session.run(["logits"], {name: tensor.numpy() for name, tensor in inputs.items()})[0]
     if not np.allclose(got, expected, atol=PARITY_TOLERANCE):
-        raise RuntimeError(f"the exported model disagrees with PyTorch (max abs diff {np.abs(got - expected).max():.2e})")
+        raise UserError(f"the ONNX graph of model type '{model.config.model_type}' disagrees with PyTorch on a padded "
+                        f"batch (max abs diff {np.abs(got - expected).max():.2e}): ONNX cannot follow this model; "
+                        "predict and serve the trained folder itself (--backend torch)")
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 

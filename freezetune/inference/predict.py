@@ -11,7 +11,7 @@ from ..errors import UserError
 from ..layout import RUN_CONFIG_FILE
 from .classifier import TorchClassifier
 from ..metrics import classification_report
-from ..models import load_tokenizer, load_trained_classifier
+from ..models import load_tokenizer, load_trained_classifier, match_tokenizer
 from ..precision import device_type, resolve_precision
 
 DEFAULT_MAX_LENGTH = 512
@@ -35,7 +35,9 @@ class Predictor(TorchClassifier):
 
     def __init__(self, model_dir: str, batch_size: int = 64, max_length: int | None = None, precision: str = "auto"):
         model = load_trained_classifier(model_dir).eval().to(device_type())
-        super().__init__(model, load_tokenizer(model_dir), batch_size, max_length or trained_max_length(model_dir),
+        tokenizer = load_tokenizer(model_dir)
+        match_tokenizer(model, tokenizer, model_dir)  # a folder not written by freezetune may lack a padding token
+        super().__init__(model, tokenizer, batch_size, max_length or trained_max_length(model_dir),
                          resolve_precision(precision, model.device.type))
 
 

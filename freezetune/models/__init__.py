@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import pickle
 from pathlib import Path
-from typing import Literal, get_args
+from typing import get_args
 
 from ..choices import Init
 from ..errors import UserError
@@ -33,9 +33,9 @@ def resolve_model(name: str) -> str:
 
 
 def _load(loader, name: str, **kwargs):
-    from . import mean_pool  # noqa: F401  registers the mean-pooling head with the Auto classes
-
     from safetensors import SafetensorError
+
+    from . import mean_pool  # noqa: F401  registers the mean-pooling head with the Auto classes
 
     source = resolve_model(name)
     _check_local_path(source)
@@ -145,6 +145,21 @@ def _label_kwargs(label_names: list[str] | None) -> dict:
                 label2id={n: i for i, n in enumerate(label_names)})
 
 
+def check_family(config, name: str):
+    """`config`, if transformers has a sequence classifier for its model type; else a one-line UserError naming
+    the families freezetune knows."""
+    from transformers import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+
+    from . import mean_pool  # noqa: F401  registers the mean-pooling head with the Auto classes
+    from .anatomy import KNOWN
+
+    if type(config) not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
+        raise UserError(f"{name} is a model of type '{config.model_type}', for which transformers has no sequence "
+                        f"classifier: use a model of a known type ({KNOWN}), or another with a "
+                        "*ForSequenceClassification class")
+    return config
+
+
 def load_classifier(name: str, label_names: list[str] | None = None, init: Init = "pretrained"):
     """A sequence classifier; with `label_names` a fresh head of that many classes is attached.
 
@@ -154,8 +169,9 @@ def load_classifier(name: str, label_names: list[str] | None = None, init: Init 
     from transformers import AutoModelForSequenceClassification
 
     check_init(init)
+    config = check_family(load_config(name, **_label_kwargs(label_names)), name)
     if init == "random":
-        return AutoModelForSequenceClassification.from_config(load_config(name, **_label_kwargs(label_names)))
+        return _without_cache(AutoModelForSequenceClassification.from_config(config))
     kwargs = _label_kwargs(label_names)
     if kwargs:
         # A checkpoint that already has a head of another size (e.g. a fine-tuned model) gets a new one.
@@ -164,7 +180,93 @@ def load_classifier(name: str, label_names: list[str] | None = None, init: Init 
     if label_names is not None and _say_head(model, info):
         _forget_folding(model.config)
     _warn_encoder(model, info)
+    return _without_cache(model)
+
+
+def match_tokenizer(model, tokenizer, name: str) -> None:
+    """Make `tokenizer` pad, and `model` pool, as the saved folder will for a plain `pipeline()` (in place; what is
+    changed is said in one line each, and saved with the model).
+
+    Batches are padded, so a tokenizer without a padding token (GPT-2's, Llama's) pads with its end-of-sequence
+    token (else its unknown or start token), as transformers' docs advise, and on the right. A decoder-only
+    classifier pools each row's last token that is not the padding id (`config.pad_token_id`), so its config gets
+    the tokenizer's padding id. An encoder-decoder pools the last end-of-sequence token: its tokenizer must
+    append one.
+    """
+    from .anatomy import anatomy
+
+    if tokenizer.pad_token is None:
+        stand_in = next((kind for kind in ("eos", "unk", "bos") if getattr(tokenizer, f"{kind}_token", None)), None)
+        if stand_in is None:
+            raise UserError(f"the tokenizer of {name} has no padding token and no end-of-sequence, unknown or start "
+                            "token to pad with: add a pad_token to its tokenizer_config.json")
+        tokenizer.pad_token = getattr(tokenizer, f"{stand_in}_token")
+        loading_log.info("%s has no padding token: padding with its %s token %r (id %d), saved with the model",
+                         name, _TOKEN_NAMES[stand_in], tokenizer.pad_token, tokenizer.pad_token_id)
+    if tokenizer.padding_side != "right":
+        # Left padding moves every real token by the batch's padding: models with learned positions (GPT-2, BART,
+        # BERT) then score a text differently in each batch. On the right, the real tokens never see the pads.
+        tokenizer.padding_side = "right"
+        loading_log.info("%s pads on the left: padding on the right instead (a text's score then never depends on "
+                         "its batch), saved with the model", name)
+    pooling = anatomy(model).pooling
+    if _pools_last_token(model, pooling) and model.config.pad_token_id != tokenizer.pad_token_id:
+        # The classifier finds each row's last real token by this id; the tokenizer decides which id pads.
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if pooling == "eos" and model.config.eos_token_id not in tokenizer("a")["input_ids"]:
+        raise UserError(f"the tokenizer of {name} does not end a text with the end-of-sequence token (id "
+                        f"{model.config.eos_token_id}) where the {model.config.model_type} classifier reads it: use "
+                        "the model's own tokenizer (one that appends it, e.g. T5's or BART's)")
+
+
+_TOKEN_NAMES = {"eos": "end-of-sequence", "unk": "unknown", "bos": "start"}
+
+
+def _pools_last_token(model, pooling) -> bool:
+    """A decoder-only classifier: a table family's, or one of transformers' generic ones (families the table does
+    not know, which pool alike)."""
+    if pooling is not None:
+        return pooling == "last-token"
+    try:
+        from transformers.modeling_layers import GenericForSequenceClassification
+    except ImportError:  # pragma: no cover (older transformers)
+        return False
+    return isinstance(model, GenericForSequenceClassification)
+
+
+def _without_cache(model):
+    """A classifier runs one forward pass per batch: no key/value cache for generation (decoders build one by
+    default, and the Trainer would collect it with the logits). Saved so in config.json; generation is no use of
+    a sequence classifier."""
+    if getattr(model.config, "use_cache", False):
+        model.config.use_cache = False
     return model
+
+
+# Files a model's licence asks every copy and derivative to carry (the Gemma terms: a NOTICE and the terms;
+# Apache-2.0: the NOTICE; Llama's licence and use policy), copied from the base model's folder into what is written.
+LICENCE_FILES = ("NOTICE", "LICENSE", "LICENSE.txt", "LICENSE.md", "USE_POLICY.md", "GEMMA_TERMS.html")
+GEMMA_FAMILIES = ("gemma", "gemma2", "gemma3", "gemma3_text")
+
+
+def carry_licence_files(name: str, model_type: str, folder) -> list[str]:
+    """Copy the base model's LICENCE_FILES (`name`: its --model, a folder or a hub id) into `folder`; a model of a
+    Gemma family gets Gemma's NOTICE even where its folder had none (a hub download holds none). Returns the names
+    written."""
+    import shutil
+
+    source, folder = Path(resolve_model(name)), Path(folder)
+    written = []
+    for file_name in LICENCE_FILES:
+        if source.is_dir() and (source / file_name).is_file() and not (folder / file_name).exists():
+            shutil.copyfile(source / file_name, folder / file_name)
+            written.append(file_name)
+    if model_type in GEMMA_FAMILIES and not (folder / "NOTICE").exists():
+        from .builtin_gemma import NOTICE
+
+        (folder / "NOTICE").write_text(NOTICE, encoding="utf-8")
+        written.append("NOTICE")
+    return written
 
 
 def load_trained_classifier(name: str):
@@ -175,6 +277,7 @@ def load_trained_classifier(name: str):
     """
     from transformers import AutoModelForSequenceClassification
 
+    check_family(load_config(name), name)
     model, info = _load(AutoModelForSequenceClassification.from_pretrained, name, output_loading_info=True)
     missing = sorted(info["missing_keys"])
     if missing:
@@ -182,7 +285,7 @@ def load_trained_classifier(name: str):
                         f"{', ...' if len(missing) > 3 else ''} (the head would predict at random); "
                         "pass a folder written by `freezetune train`, or train one from it")
     _warn_encoder(model, info)
-    return model
+    return _without_cache(model)
 
 
 # transformers' own loading report (a table, with MISSING and "Reinit due to size mismatch" for the new head, which

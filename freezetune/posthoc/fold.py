@@ -39,8 +39,11 @@ def check_foldable(model, offsets: bool):
     are offsets (a temperature alone only scales the weight). Training calls it before training, not after."""
     linear = final_linear(model)
     if offsets and linear.bias is None:
+        # Decoder-only heads (`score`) are built without a bias: one added here would be dropped, unread, by
+        # transformers when it loads the saved folder, and pipeline() would serve other labels.
         raise UserError(f"the final linear layer of {type(model).__name__} has no bias to fold the decision offsets "
-                        "into: use --decision argmax with this model")
+                        "into: use --decision argmax with this model (a decoder's head has none, and transformers "
+                        "would not load one added; --calibration temperature still works)")
     return linear
 
 

@@ -37,7 +37,7 @@ from ..logs import captured, captured_lines
 from ..measure import peak_memory_mb
 from ..metrics import classification_report, summary_metrics
 from ..modelcard import write_model_card
-from ..models import describe_model, load_classifier, load_tokenizer
+from ..models import carry_licence_files, describe_model, load_classifier, load_tokenizer, match_tokenizer
 from ..models.anatomy import anatomy
 from ..posthoc.fit import PostHoc, fit_post_hoc
 from ..posthoc.fold import check_foldable, fold_into_classifier
@@ -142,6 +142,7 @@ def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
     set_seed(config.seed)  # before the model is built: the new head's initial weights depend on it
     tokenizer = load_tokenizer(config.model)
     model = load_classifier(config.model, splits.label_names, init=config.init)
+    match_tokenizer(model, tokenizer, config.model)  # a padding token (GPT-2, Llama have none) before the collator pads
     check_fits(strategy, anatomy(model))  # freeze4 on a 2-layer model fails now, before tokenizing or distilling
     _check_max_length(config.max_length, model)
     if config.folds_into_classifier:
@@ -170,7 +171,8 @@ def prepare(config: TrainConfig, splits: Splits | None = None) -> Run:
     counts = parameter_counts(model, strategy)
     run.say(f"model {describe_model(config.model, config.init)}, strategy {strategy.spec()}: {counts['trainable_params']:,} trainable of "
             f"{counts['total_params']:,} parameters ({counts['trainable_params'] / counts['total_params']:.1%}); "
-            f"lr {config.lr:g}{schedule_note(config)}; precision {precision}"
+            + (f"{note}; " if (note := strategy.note(model)) else "")  # e.g. which stack freezeN reaches
+            + f"lr {config.lr:g}{schedule_note(config)}; precision {precision}"
             + (f"; R-Drop alpha {config.rdrop:g}" if config.rdrop else "")
             + (f"; weights averaged (EMA {config.ema:g})" if config.ema else "")
             + (f"; distilled from {len(config.distill_from)} model(s) (weight {config.distill_weight:g})" if config.distill_from else ""))
@@ -266,6 +268,7 @@ def fit(run: Run) -> Fitted:
         trainer = _trainer_class(config)(
             model=run.model, args=args, train_dataset=train_set, eval_dataset=validation_set,
             processing_class=run.tokenizer, data_collator=collator, compute_metrics=_metrics_with_loss(run.loss),
+            preprocess_logits_for_metrics=_logits_only,
             callbacks=[*states.values(), StopOnNonFiniteLoss(), *run.strategy.callbacks(run.model, run.plan),
                        run.checkpoints.callback(states)],  # after them: it saves their states
             optimizers=(optimizer, None),
@@ -441,6 +444,11 @@ def _metrics_with_loss(loss):
     return compute
 
 
+def _logits_only(outputs, labels):
+    """What evaluation keeps of a batch's outputs: the logits (an encoder-decoder also returns its encoder's states)."""
+    return outputs[0] if isinstance(outputs, tuple) else outputs
+
+
 def _epoch_rows(log_history: list[dict]) -> list[dict]:
     """One row per epoch from the Trainer's log: its train loss and evaluation metrics.
 
@@ -530,6 +538,7 @@ def write(run: Run, fitted: Fitted, result: RunResult) -> None:
     with staged_output_dir(config.output_dir, config.overwrite) as stage:
         run.model.save_pretrained(str(stage))
         run.tokenizer.save_pretrained(str(stage))
+        carry_licence_files(config.model, run.model.config.model_type, stage)  # e.g. Gemma's NOTICE and terms
         if (run.scratch / "extras").is_dir():
             for item in (run.scratch / "extras").iterdir():
                 shutil.move(str(item), str(stage / item.name))
