@@ -14,13 +14,16 @@ import contextlib
 import pytest
 import torch
 import transformers as hf
+from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModelForSequenceClassification
 
 from freezetune.strategies import TrainPlan, parse_strategy, prepare
+from freezetune.training import train
 from freezetune.training.compact_embedding import compact_word_embeddings
 from freezetune.training.prefix_cache import cached_layers, collate_cached, encode_prefix, top_only
 
+from .conftest import FILLER, MARKERS, tiny_config
 from .tiny_models import toy_classifier
 
 PAD = 0
@@ -161,6 +164,34 @@ def test_training_on_the_cached_prefix_equals_training_without_it(kind):
               or ".0." in k]
     assert frozen and all(torch.equal(cached_weights[k], initial[k]) for k in frozen)
     assert not torch.equal(cached_weights["score.weight"], initial["score.weight"])
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    """A 2-layer Llama with a character tokenizer (padding on the right) over the synthetic data (a folder)."""
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    chars = sorted(set(FILLER + "".join(MARKERS.values())))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = hf.BertTokenizer(str(folder / "vocab.txt"), model_input_names=["input_ids", "attention_mask"])
+    tokenizer.save_pretrained(folder)
+    config = hf.LlamaConfig(**{**_DECODER, "num_hidden_layers": 2, "vocab_size": len(vocab)})
+    torch.manual_seed(0)
+    hf.LlamaModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_a_llama_trained_with_the_prefix_cache_learns_what_it_learns_without(tiny_llama, tiny_csv_dir, tmp_path):
+    runs = {cache: train(tiny_config(tiny_llama, tiny_csv_dir, tmp_path / f"cache-{cache}", strategy="freeze1+emb",
+                                     epochs=1, prefix_cache=cache, compact_embeddings=False))
+            for cache in (True, False)}
+    assert runs[True]["cached_layers"] == 1 and runs[False]["cached_layers"] == 0
+    for key in ("train_loss", "eval_loss"):
+        assert runs[True]["epochs"][-1][key] == pytest.approx(runs[False]["epochs"][-1][key], abs=1e-4)
+    before = load_file(tiny_llama / "model.safetensors")
+    after = load_file(tmp_path / "cache-True" / "model.safetensors")
+    assert all(torch.equal(before[k], after[f"model.{k}"]) for k in before if k.startswith(("embed_tokens.", "layers.0.")))
+    assert not torch.equal(before["layers.1.mlp.up_proj.weight"], after["model.layers.1.mlp.up_proj.weight"])
 
 
 def test_where_the_prefix_cache_cannot_apply_the_log_says_why():
