@@ -229,3 +229,18 @@ def test_the_architectures_config_is_packaged(tmp_path, capsys):
     options = CompareOptions(output_dir=str(tmp_path / "x"), **values)
     assert options.models == ["bert-base-chinese", "Qwen/Qwen2.5-0.5B", "google/mt5-small"]
     assert options.strategies == ["head", "lora", "freeze6+lora", "full", "tfidf"]
+
+
+def test_the_architectures_config_runs_on_tiny_models_of_its_families(tiny_csv_dir, tmp_path):
+    """With its models replaced by tiny ones of the same families (a decoder and an encoder-decoder, each 8 blocks
+    deep, so that freeze6+lora fits), it is a multi-model study like any."""
+    from .families import tiny_family_model
+
+    models = [tiny_family_model("gpt2", tmp_path / "gpt2", layers=8), tiny_family_model("t5", tmp_path / "t5", layers=4)]
+    out = tmp_path / "study"
+    assert main(["compare", "--config", "architectures", "--models", *map(str, models), "--data", str(tiny_csv_dir),
+                 "--seeds", "0", "--lr-grid", "5e-3", "--epochs", "1", "--batch-size", "32", "--max-length", "16",
+                 "--output-dir", str(out)]) == 0
+    transformer = [f"{m}/{s}-lr0.005-seed0" for m in ("gpt2", "t5") for s in ("full", "freeze6+lora", "head", "lora")]
+    assert finished(out) == sorted([*transformer, "tfidf-seed0"])
+    assert "t5 vs gpt2 on freeze6+lora:" in (out / "report.md").read_text()
