@@ -327,3 +327,22 @@ def test_a_model_derived_from_gemma_carries_its_notice_and_terms(capsys, base, t
     # A Gemma checkpoint whose folder has no NOTICE (a hub download) still gets Gemma's.
     code, err = train(capsys, base("gemma3_text"), tiny_csv_dir, tmp_path / "plain", "--strategy", "head")
     assert code == 0 and (tmp_path / "plain" / "NOTICE").read_text(encoding="utf-8") == NOTICE
+
+
+# --- the architectures page ----------------------------------------------------------------------------------
+
+def test_the_architectures_page_shows_each_family_s_fast_paths_as_the_anatomy_table_sets_them():
+    """docs/architectures.md's family table, rebuilt from models/anatomy.py: a flag turned on or off in the code
+    must be turned in the page too."""
+    from pathlib import Path
+
+    from freezetune.models.anatomy import TABLE
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "architectures.md").read_text(encoding="utf-8")
+    reads = {"cls": "first token", "mean": "mean of the real tokens", "last-token": "last real token",
+             "eos": "last end-of-sequence token"}
+    on = {True: "on", False: "off"}
+    for model_type, entry in TABLE.items():
+        row = (f"| `{model_type}` | {' + '.join(stack.name for stack in entry.stacks)} | {reads[entry.pooling]} | "
+               f"`{'/'.join(entry.lora_targets)}` | {on[entry.prefix_cache]} | {on[entry.compact_embeddings]} |")
+        assert row in page.splitlines(), row
