@@ -240,6 +240,17 @@ def test_decision_offsets_are_refused_up_front_on_a_bias_less_decoder_head(capsy
     assert "epoch" not in err  # refused before training
 
 
+def test_compare_refuses_decision_offsets_for_a_decoder_before_any_run(capsys, base, tiny_bert, tiny_csv_dir, tmp_path):
+    code = main(["compare", "--models", f"{tiny_bert},{base('qwen2')}", "--strategies", "head", "--seeds", "0",
+                 "--decision", "macro_f1", "--data", str(tiny_csv_dir), "--output-dir", str(tmp_path / "study")])
+    err = capsys.readouterr().err
+    assert code == 2 and not (tmp_path / "study").exists()
+    assert err.strip().splitlines()[-1] == (
+        f"freezetune: error: --models {base('qwen2')}: the final linear layer of model type 'qwen2' has no bias to "
+        "fold the decision offsets into: use --decision argmax with this model (a decoder's head has none, and "
+        "transformers would not load one added; --calibration temperature still works)")
+
+
 def test_an_encoder_decoder_head_takes_the_decision_offsets(capsys, base, tiny_csv_dir, texts, tmp_path):
     code, err = train(capsys, base("bart"), tiny_csv_dir, tmp_path / "out", "--strategy", "head", "--decision", "macro_f1")
     assert code == 0, err

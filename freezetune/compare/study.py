@@ -161,12 +161,15 @@ def _anatomy(model: str, label_names: list[str]):
 
 def _fitting_strategies(options: CompareOptions, body) -> list[StudyStrategy]:
     """The study's strategies for a model of this anatomy (the default sweep stops at its depth), each checked."""
+    from freezetune.posthoc.fold import check_offsets_fit
     from freezetune.strategies import check_fits, parse_strategy
 
     strategies = with_recipes(parse_strategies(options.strategies, body.depth), options.recipes)
     for strategy in strategies:
         if not strategy.is_baseline:
             check_fits(parse_strategy(strategy.training_strategy), body)
+    if options.fits_offsets:  # folded into the head's bias, which a decoder's head lacks
+        check_offsets_fit(body.final_linear, f"model type '{body.model_type}'")
     return strategies
 
 

@@ -19,7 +19,6 @@ from ..errors import UserError
 from ..layout import OFFSETS_KEY, TEMPERATURE_KEY
 
 
-
 def final_linear(model):
     """The linear layer that produces the logits of a HF sequence classifier, as its anatomy says
     (models/anatomy.py: `classifier` in BERT, DistilBERT and the builtin model, `classifier.out_proj` in RoBERTa,
@@ -38,13 +37,20 @@ def check_foldable(model, offsets: bool):
     """The final linear layer, if what will be folded fits it: the layer must exist, and have a bias when there
     are offsets (a temperature alone only scales the weight). Training calls it before training, not after."""
     linear = final_linear(model)
-    if offsets and linear.bias is None:
+    if offsets:
+        check_offsets_fit(linear, type(model).__name__)
+    return linear
+
+
+def check_offsets_fit(linear, name: str) -> None:
+    """Decision offsets are folded into the bias of the final linear layer (`linear`, of the model `name`): refuse
+    one without (compare checks its models' skeletons with it before any run)."""
+    if linear is not None and linear.bias is None:
         # Decoder-only heads (`score`) are built without a bias: one added here would be dropped, unread, by
         # transformers when it loads the saved folder, and pipeline() would serve other labels.
-        raise UserError(f"the final linear layer of {type(model).__name__} has no bias to fold the decision offsets "
-                        "into: use --decision argmax with this model (a decoder's head has none, and transformers "
-                        "would not load one added; --calibration temperature still works)")
-    return linear
+        raise UserError(f"the final linear layer of {name} has no bias to fold the decision offsets into: use "
+                        "--decision argmax with this model (a decoder's head has none, and transformers would not "
+                        "load one added; --calibration temperature still works)")
 
 
 def folded(config) -> tuple[float, np.ndarray]:
