@@ -115,7 +115,17 @@ def write_model_card(folder: str | Path, metrics: dict, run_config: dict) -> Non
     """
     folder = Path(folder)
     facts, name = model_facts(metrics, run_config), Path(run_config.get("output_dir") or folder).name
+    facts["stacks"] = _stacks(folder)
     write_text_atomic(folder / CARD_FILE, f"---\n{_yaml_header(facts, name)}---\n\n{_card_body(facts, name)}")
+
+
+def _stacks(folder: Path) -> tuple[str, ...]:
+    """The stacks of layers of the model saved in `folder` (config.json's type in models/anatomy.py's table):
+    ("encoder",), ("decoder",), ("encoder", "decoder"); an encoder's where the type is not in the table."""
+    from .models.anatomy import TABLE
+
+    entry = TABLE.get(read_json_if_present(folder / "config.json").get("model_type", ""))
+    return tuple(stack.name for stack in entry.stacks) if entry else ("encoder",)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -175,7 +185,13 @@ def _card_body(facts: dict, name: str) -> str:
 
 
 def _training_section(facts: dict) -> list[str]:
-    lines = ["## Training", "", f"- Strategy **{md(facts['strategy'])}**: {describe_strategy(facts['strategy'])}."]
+    what = describe_strategy(facts["strategy"])
+    stacks = facts.get("stacks", ("encoder",))
+    if stacks != ("encoder",):  # the strategies' words name an encoder's layers
+        what = what.replace("encoder layers", "decoder layers" if stacks == ("decoder",) else "layers")
+        if len(stacks) > 1 and "layers" in what:
+            what += " (layers count through the encoder, then the decoder)"
+    lines = ["## Training", "", f"- Strategy **{md(facts['strategy'])}**: {what}."]
     if facts["trainable_params"] and facts["total_params"]:
         share = facts["trainable_params"] / facts["total_params"]
         lines.append(f"- Trainable parameters: {facts['trainable_params']:,} of {facts['total_params']:,} ({share:.1%}).")

@@ -146,6 +146,10 @@ def test_every_strategy_trains_what_it_says_and_loads_in_plain_transformers(caps
     rule = expected_moves(strategy, depth)
     assert moved(base(kind), tmp_path / "out") == {name for name in before if rule(name)}
     assert_plain_transformers_agrees(tmp_path / "out", texts)
+    card = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
+    if strategy.startswith(("freeze", "top")):  # the model card names the layers as this model has them
+        assert "encoder layers" not in card
+        assert {"gpt2": "decoder layers", "t5": "(layers count through the encoder, then the decoder)"}[kind] in card
 
 
 @pytest.mark.parametrize("strategy", ["freeze1+emb", "full"])
