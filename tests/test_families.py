@@ -286,6 +286,12 @@ def test_a_family_without_a_sequence_classifier_fails_in_one_line_naming_the_kno
     assert code == 2 and err.strip().splitlines()[-1].startswith(
         f"freezetune: error: {source} is a model of type 'pegasus', for which transformers has no sequence classifier")
     assert "gpt2, llama" in err and "t5" in err
+    # compare builds the model's skeleton from its config alone: the same families named.
+    from freezetune import UserError
+    from freezetune.models.anatomy import KNOWN, skeleton
+
+    with pytest.raises(UserError, match=re.escape(f"use a model of a known type ({KNOWN})")):
+        skeleton(PegasusConfig(vocab_size=400, d_model=16, encoder_layers=1, decoder_layers=1))
 
 
 # --- export, serve, the Gemma notice -------------------------------------------------------------------------

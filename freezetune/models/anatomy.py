@@ -273,7 +273,7 @@ def skeleton(config) -> nn.Module:
     except ValueError as exc:  # transformers has no sequence classifier for this model type
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot build a sequence classifier of model type '{config.model_type}' ({first}): "
-                        f"use a model of a type with one, e.g. {', '.join(list(TABLE)[:4])}") from exc
+                        f"use a model of a known type ({KNOWN}), or another with one") from exc
 
 
 def replace_module(root: nn.Module, path: str, module: nn.Module) -> nn.Module:
