@@ -161,8 +161,9 @@ def _yaml_header(facts: dict, name: str) -> str:
     return yaml.safe_dump(header, allow_unicode=True, sort_keys=False)
 
 
-def describe_strategy(name: str | None) -> str:
-    """What trained, in the parsed strategy's own words (`Strategy.describe`)."""
+def describe_strategy(name: str | None, layers: str = "encoder layers") -> str:
+    """What trained, in the parsed strategy's own words (`Strategy.describe`); `layers`: what the model's blocks
+    are called."""
     from .errors import UserError
     from .strategies import parse_strategy
 
@@ -170,7 +171,7 @@ def describe_strategy(name: str | None) -> str:
         strategy = parse_strategy(name or "")
     except UserError:  # a name from another version of freezetune
         return "see freezetune's documentation"
-    return strategy.describe()
+    return strategy.describe(layers=layers)
 
 
 def _card_body(facts: dict, name: str) -> str:
@@ -185,12 +186,11 @@ def _card_body(facts: dict, name: str) -> str:
 
 
 def _training_section(facts: dict) -> list[str]:
-    what = describe_strategy(facts["strategy"])
-    stacks = facts.get("stacks", ("encoder",))
-    if stacks != ("encoder",):  # the strategies' words name an encoder's layers
-        what = what.replace("encoder layers", "decoder layers" if stacks == ("decoder",) else "layers")
-        if len(stacks) > 1 and "layers" in what:
-            what += " (layers count through the encoder, then the decoder)"
+    stacks = tuple(facts.get("stacks", ("encoder",)))
+    layers = {("encoder",): "encoder layers", ("decoder",): "decoder layers"}.get(stacks, "layers")
+    what = describe_strategy(facts["strategy"], layers)
+    if len(stacks) > 1 and "layers" in what:
+        what += " (layers count through the encoder, then the decoder)"
     lines = ["## Training", "", f"- Strategy **{md(facts['strategy'])}**: {what}."]
     if facts["trainable_params"] and facts["total_params"]:
         share = facts["trainable_params"] / facts["total_params"]

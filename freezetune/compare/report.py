@@ -14,15 +14,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from freezetune.posthoc.calibration import ECE_BINS
 from freezetune.compare import plots
 from freezetune.compare.grid import Run
 from freezetune.compare.stats import mcnemar_exact, paired_bootstrap
-from freezetune.outputs import staged_files
 from freezetune.compare.tables import (
-    PER_CLASS, TRADEOFF_TOLERANCE, best_tradeoff, calibration_frame, class_counts_frame, ensemble_frame, keys,
-    multi_model, per_run, recipes_frame, results_frame, row_key, summary_frame,
+    PER_CLASS,
+    TRADEOFF_TOLERANCE,
+    best_tradeoff,
+    calibration_frame,
+    class_counts_frame,
+    ensemble_frame,
+    keys,
+    multi_model,
+    per_run,
+    recipes_frame,
+    results_frame,
+    row_key,
+    summary_frame,
 )
+from freezetune.outputs import staged_files
+from freezetune.posthoc.calibration import ECE_BINS
 
 ALPHA = 0.05
 BUILTIN_NOTE = (

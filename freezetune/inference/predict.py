@@ -9,10 +9,10 @@ from ..config import DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUMN
 from ..data import load_evaluation_set
 from ..errors import UserError
 from ..layout import RUN_CONFIG_FILE
-from .classifier import TorchClassifier
 from ..metrics import classification_report
 from ..models import load_tokenizer, load_trained_classifier, match_tokenizer
 from ..precision import device_type, resolve_precision
+from .classifier import TorchClassifier
 
 DEFAULT_MAX_LENGTH = 512
 

@@ -112,9 +112,10 @@ class Strategy:
             return f"{self.name}{value}" if self.glue_positional else f"{self.name}:{value}"
         return f"{self.name}:" + ",".join(f"{k}={_format(v)}" for k, v in changed)
 
-    def describe(self, within: Strategy | None = None) -> str:
+    def describe(self, within: Strategy | None = None, layers: str = "encoder layers") -> str:
         """What trains, in words, for the model card; `within`: the combination this is a part of (a part may
-        say less when another part says it). The default: the class's `summary`."""
+        say less when another part says it); `layers`: what the model's blocks are called ("decoder layers" on a
+        decoder). The default: the class's `summary`."""
         return self.summary
 
     def note(self, model: nn.Module) -> str:
@@ -195,8 +196,9 @@ class Combination(Strategy):
     def spec(self) -> str:
         return "+".join(part.spec() for part in self.parts) or "full"
 
-    def describe(self, within: Strategy | None = None) -> str:
-        return "; ".join(text for part in self.parts if (text := part.describe(within=self))) or Strategy().describe()
+    def describe(self, within: Strategy | None = None, layers: str = "encoder layers") -> str:
+        said = [text for part in self.parts if (text := part.describe(within=self, layers=layers))]
+        return "; ".join(said) or Strategy().describe()
 
     def note(self, model):
         return "; ".join(text for part in self.parts if (text := part.note(model)))

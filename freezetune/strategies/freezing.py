@@ -32,9 +32,9 @@ class FreezeBottom(Strategy):
     glue_positional = True
     summary = "encoder layers 0..N-1 frozen; the embeddings still train (add +emb to freeze them)"
 
-    def describe(self, within=None):
+    def describe(self, within=None, layers="encoder layers"):
         embeddings = "frozen too" if _has(within, FreezeEmbeddings) else "trainable"
-        frozen = f"encoder layers 0..{self.layers - 1} frozen (embeddings {embeddings})"
+        frozen = f"{layers} 0..{self.layers - 1} frozen (embeddings {embeddings})"
         alone = not any(part.stage == "method" for part in getattr(within, "parts", []))  # e.g. +lora says the rest
         return frozen + ("; the layers above and the head trained" if alone else "")
 
@@ -66,7 +66,7 @@ class FreezeEmbeddings(Strategy):
     stage = "restriction"
     summary = "the embeddings frozen"
 
-    def describe(self, within=None):
+    def describe(self, within=None, layers="encoder layers"):
         return "" if _has(within, FreezeBottom) else self.summary  # freezeN+emb: said by freezeN
 
     def check(self, anatomy, frozen_bottom=0):
@@ -117,8 +117,8 @@ class TopLayers(Strategy):
         for p in top:
             p.requires_grad = True
 
-    def describe(self, within=None):
-        return f"only the top {self.layers} encoder layers and the head train"
+    def describe(self, within=None, layers="encoder layers"):
+        return f"only the top {self.layers} {layers} and the head train"
 
     def note(self, model):
         blocks = anatomy(model).blocks

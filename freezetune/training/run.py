@@ -25,26 +25,27 @@ import torch
 from scipy.special import softmax
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from ..posthoc.calibration import reliability_diagram
 from ..config import TrainConfig
-from ..posthoc.decision import reports_by_rule
 from ..data import LABEL, TEXT, Splits, load_splits
 from ..errors import UserError
-from ..losses import class_prior, class_weights, make_loss, parse_loss
 from ..inference.classifier import TorchClassifier
 from ..layout import LOG_FILE, METRICS_FILE, RELIABILITY_FILE, RUN_CONFIG_FILE
 from ..logs import captured, captured_lines
+from ..losses import class_prior, class_weights, make_loss, parse_loss
 from ..measure import peak_memory_mb
 from ..metrics import classification_report, summary_metrics
 from ..modelcard import write_model_card
 from ..models import carry_licence_files, describe_model, load_classifier, load_tokenizer, match_tokenizer
 from ..models.anatomy import anatomy
+from ..outputs import check_not_input, check_output_dir, scratch_dir, staged_output_dir, write_json_atomic
+from ..posthoc.calibration import reliability_diagram
+from ..posthoc.decision import reports_by_rule
 from ..posthoc.fit import PostHoc, fit_post_hoc
 from ..posthoc.fold import check_foldable, fold_into_classifier
-from ..outputs import check_not_input, check_output_dir, scratch_dir, staged_output_dir, write_json_atomic
 from ..precision import device_type, resolve_precision
 from ..results import RunResult, rounded_probabilities
-from ..strategies import Strategy, TrainPlan, check_fits, parameter_counts, parse_strategy, prepare as prepare_strategy
+from ..strategies import Strategy, TrainPlan, check_fits, parameter_counts, parse_strategy
+from ..strategies import prepare as prepare_strategy
 from . import tracking
 from .compact_embedding import compact_word_embeddings
 from .distill import DistillTrainer, add_soft_targets, check_teachers
