@@ -16,6 +16,10 @@ REPORT_FILES = ["report.md", "report.html", "results.csv", "results.json",
                 "learning_curves.png", "frozen_layers.png", "f1_vs_params.png", "confusion_matrix.png"]
 
 
+# The module's tests share module fixtures that take seconds: one worker runs them all, so they are built once.
+pytestmark = pytest.mark.xdist_group("compare")
+
+
 @pytest.fixture(scope="module")
 def study(tiny_bert, tiny_csv_dir, tmp_path_factory):
     """One finished 5-strategy x 2-seed study, shared by the tests that only read it."""

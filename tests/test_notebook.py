@@ -51,6 +51,10 @@ class Tables(HTMLParser):
 
 # --- the notebook ----------------------------------------------------------------------------------------------
 
+# The module's tests share module fixtures that take seconds: one worker runs them all, so they are built once.
+pytestmark = pytest.mark.xdist_group("notebook")
+
+
 @pytest.fixture(scope="module")
 def executed(tiny_bert, tiny_csv_dir, tmp_path_factory):
     """The notebook executed with its parameters cell replaced: the tiny model and data, 1 epoch, freeze1."""
