@@ -130,7 +130,7 @@ def test_control_characters_in_the_path_are_escaped_in_its_one_log_line(server, 
         # path is missing from the first: the checks below fail either way.
         address = "%s:%d " % sock.getsockname()
 
-        def lines() -> list[str]:
+        def this_connections_lines() -> list[str]:
             return [r.getMessage() for r in caplog.records if r.name == "freezetune.serve"
                     and r.getMessage().startswith(address)]
 
@@ -138,9 +138,9 @@ def test_control_characters_in_the_path_are_escaped_in_its_one_log_line(server, 
         while sock.recv(65536):
             pass
         deadline = time.monotonic() + 10
-        while not lines() and time.monotonic() < deadline:
+        while not this_connections_lines() and time.monotonic() < deadline:
             time.sleep(0.01)
-    lines = lines()
+    lines = this_connections_lines()
     assert len(lines) == 1 and len(lines[0].splitlines()) == 1, lines
     assert '"GET /\\nforged\\x1b[2J\\x85\\u2028" 404' in lines[0]
     assert not set(lines[0]) & set(CONTROL)
