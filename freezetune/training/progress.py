@@ -10,9 +10,9 @@ whole log history, so both give way to one bar, unless `--verbose` asks for the 
 from __future__ import annotations
 
 import contextlib
+import sys
 
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
-from transformers.utils.notebook import NotebookProgressCallback
 
 from .. import logs
 
@@ -34,13 +34,20 @@ class _StepBar(TrainerCallback):
         self.bars.close()
 
 
+def _notebook_callback() -> tuple:
+    """The Trainer's notebook table, if it may be there: the Trainer imports its module only in a notebook, and
+    importing it here would cost every run IPython's import (0.6 s)."""
+    module = sys.modules.get("transformers.utils.notebook")
+    return (module.NotebookProgressCallback,) if module is not None else ()
+
+
 @contextlib.contextmanager
 def training_progress(trainer):
     """While `trainer` trains in the block: one step bar (see logs.progress_bar) instead of the Trainer's output."""
     if logs.libraries_verbose():
         yield
         return
-    for callback in (ProgressCallback, PrinterCallback, NotebookProgressCallback):
+    for callback in (ProgressCallback, PrinterCallback, *_notebook_callback()):
         trainer.remove_callback(callback)
     with contextlib.ExitStack() as bars:
         callback = _StepBar(bars)
