@@ -86,16 +86,30 @@ def parse_dataclass(dataclass_type, argv: list[str], prog: str, description: str
 
 
 def cmd_train(args) -> None:
+    config = parse_dataclass(TrainConfig, args.rest, "freezetune train", "fine-tune a model with one tuning strategy")
+    splits = check_before_loading(config)
     from .metrics import format_report
     from .training import train
 
-    config = parse_dataclass(TrainConfig, args.rest, "freezetune train", "fine-tune a model with one tuning strategy")
-    metrics = train(config)
+    metrics = train(config, splits)
     if not is_main_process():
         return  # the main process prints the report
     random_init = " - RANDOM INIT, not pretrained" if metrics["init"] == "random" else ""
     print(f"\n{metrics['evaluation_split']} report (best epoch {metrics['best_epoch']}){random_init}:")
     print(format_report(metrics["evaluation"], metrics["label_names"]))
+
+
+def check_before_loading(config: TrainConfig):
+    """The output folder and the data, checked (the data read) before torch and transformers are imported, which
+    takes seconds: a refused run says so at once. `train` checks them again and is given the data, not re-reading it.
+    With --resume the output folder is the checkpoint's to judge (training/resume.py)."""
+    from .data import load_splits
+    from .outputs import check_not_input, check_output_dir
+
+    check_not_input(config.output_dir, config.input_paths)
+    if not config.resume:
+        check_output_dir(config.output_dir, config.overwrite)
+    return load_splits(config.data, config.text_column, config.label_column, config.seed, config.validation_fraction)
 
 
 def cmd_compare(args) -> None:

@@ -131,6 +131,23 @@ def test_existing_output_needs_overwrite(capsys, tiny_bert, tiny_csv_dir, tmp_pa
     assert code == 2 and "already exists" in err and "--overwrite" in err
 
 
+@pytest.mark.parametrize("command, case", [("train", "existing output"), ("train", "missing data"),
+                                           ("compare", "existing output"), ("compare", "missing data")])
+def test_a_refused_run_answers_before_the_trainer_is_imported(tiny_bert, tiny_csv_dir, tmp_path, command, case):
+    """The output folder and the data are checked before transformers' Trainer (seconds of imports) is loaded."""
+    import subprocess
+    import sys
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("not a study")
+    data, out = (tiny_csv_dir, tmp_path / "out") if case == "existing output" else (tmp_path / "nope.csv", tmp_path / "new")
+    argv = [command, "--model", str(tiny_bert), "--data", str(data), "--output-dir", str(out)]
+    code = f"import sys\nfrom freezetune.cli import main\ncode = main({argv!r})\nprint(code, 'transformers.trainer' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["2", "False"], proc.stderr[-2000:]
+    assert ("already exists" if case == "existing output" else "not found") in proc.stderr
+
+
 def test_predict_refuses_to_overwrite(capsys, model_dir, tmp_path):
     (tmp_path / "out.csv").write_text("keep me")
     code, _, err = run(capsys, "predict", "好", "--model", model_dir, "--output", tmp_path / "out.csv")

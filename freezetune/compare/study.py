@@ -45,13 +45,15 @@ def compare(options: CompareOptions | None = None, **keywords) -> Path:
 
 def _run_study(options: CompareOptions) -> Path:
     """`compare`'s phases, on checked options."""
-    from freezetune.compare.report import write_report
     from freezetune.data import load_splits
-    from freezetune.training.distill import check_teachers
 
     strategies = with_recipes(parse_strategies(options.strategies), options.recipes)  # bad names fail before any work
     out = _check_output_location(options)
     splits = load_splits(options.data, options.text_column, options.label_column, SPLIT_SEED, options.validation_fraction)
+    # Only now the libraries that take seconds to import: a study refused above says so at once.
+    from freezetune.compare.report import write_report
+    from freezetune.training.distill import check_teachers
+
     models, described = {}, {}
     if any(not strategy.is_baseline for strategy in strategies):
         strategies, models, described = _check_models(options, splits.label_names)
@@ -119,7 +121,9 @@ def _check_output_location(options: CompareOptions) -> Path:
     if not options.output_dir:
         raise UserError("compare needs --output-dir (or output_dir in the --config file)")
     check_not_input(options.output_dir, options.input_paths)
-    return check_writable(options.output_dir)
+    out = check_writable(options.output_dir)
+    _refuse_mixing(out, options)
+    return out
 
 
 def _check_models(options: CompareOptions, label_names: list[str]):
@@ -174,6 +178,19 @@ def _fitting_strategies(options: CompareOptions, body) -> list[StudyStrategy]:
 
 
 def _prepare_output(out: Path, options: CompareOptions, described: dict | None = None) -> None:
+    """The study folder made (or its runs removed, with --overwrite), with the study's options and models recorded."""
+    _refuse_mixing(out, options)  # again, under the lock: the folder may have changed since the first check
+    if out.exists() and any(out.iterdir()) and options.overwrite and not options.resume:
+        shutil.rmtree(out / "runs", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / OPTIONS_FILE, dataclasses.asdict(options))
+    if described:
+        write_json_atomic(out / MODELS_FILE, described)
+    else:  # an --overwrite of a multi-model study by a one-model one: no stale map of folders
+        (out / MODELS_FILE).unlink(missing_ok=True)
+
+
+def _refuse_mixing(out: Path, options: CompareOptions) -> None:
     """Refuse to mix studies: an existing folder must hold a study, and needs --resume (same settings) or --overwrite."""
     record = out / OPTIONS_FILE
     if out.exists() and any(out.iterdir()):
@@ -187,17 +204,9 @@ def _prepare_output(out: Path, options: CompareOptions, described: dict | None =
             if changed:
                 raise UserError(f"cannot --resume {out}: its runs used different {', '.join(changed)}; "
                                 "use the same options or another --output-dir")
-        elif options.overwrite:
-            shutil.rmtree(out / "runs", ignore_errors=True)
-        else:
+        elif not options.overwrite:
             raise UserError(f"output directory {out} already exists: pass --resume to continue it, "
                             "--overwrite to replace its runs, or choose another --output-dir")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(record, dataclasses.asdict(options))
-    if described:
-        write_json_atomic(out / MODELS_FILE, described)
-    else:  # an --overwrite of a multi-model study by a one-model one: no stale map of folders
-        (out / MODELS_FILE).unlink(missing_ok=True)
 
 
 def _read_result(path: Path, splits) -> dict:

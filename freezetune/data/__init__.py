@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from ..config import DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUMN, check_distinct_columns
 from ..errors import UserError
@@ -122,6 +121,8 @@ def _hold_out_validation(train: pd.DataFrame, fraction: float, seed: int,
                          notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The data has no validation split: hold out `fraction` of train (stratified where every class can appear on
     both sides). Its errors speak of the hold-out, not of a validation file the user never gave."""
+    from sklearn.model_selection import train_test_split  # here: scikit-learn takes a second to import
+
     counts = train[LABEL].value_counts()
     stratify = train[LABEL] if counts.min() >= 2 else None
     try:
