@@ -176,12 +176,22 @@ def _predictor(args):
     """One --model: its predictor; several: the ensemble averaging their probabilities."""
     if args.int8 and args.backend != "onnx":
         raise UserError("--int8 runs the quantized ONNX model: add --backend onnx (and --model an exported folder)")
+    _check_model_sources(args.model, args.backend)
     members = [_model_predictor(args, model) for model in args.model]
     if len(members) == 1:
         return members[0]
     from .inference.ensemble import EnsemblePredictor
 
     return EnsemblePredictor(members, names=args.model)
+
+
+def _check_model_sources(models: list[str], backend: str = "torch") -> None:
+    """A --model that is no folder fails before PyTorch's loaders are imported (seconds); ONNX checks its own."""
+    from .models import check_model_source
+
+    if backend == "torch":
+        for model in models:
+            check_model_source(model)
 
 
 def _model_predictor(args, model: str):
@@ -243,12 +253,14 @@ def cmd_export(args) -> None:
 
 
 def cmd_serve(args) -> None:
+    _check_model_sources([args.model], args.backend)
     from .serve.run import serve_from_args
 
     serve_from_args(args)
 
 
 def cmd_eval(args) -> None:
+    _check_model_sources([args.model])
     from .inference.predict import evaluate
     from .metrics import format_report
 

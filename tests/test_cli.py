@@ -148,6 +148,19 @@ def test_a_refused_run_answers_before_the_trainer_is_imported(tiny_bert, tiny_cs
     assert ("already exists" if case == "existing output" else "not found") in proc.stderr
 
 
+@pytest.mark.parametrize("command", [["predict", "好"], ["eval", "--data", "builtin:inews"], ["serve", "--port", "0"]])
+def test_a_missing_model_folder_is_refused_before_torch_is_imported(tmp_path, command):
+    """predict, eval and serve check a --model path before PyTorch and the model loaders are imported (seconds)."""
+    import subprocess
+    import sys
+
+    argv = [*command, "--model", str(tmp_path / "no-such-model")]
+    code = f"import sys\nfrom freezetune.cli import main\ncode = main({argv!r})\nprint(code, 'torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["2", "False"], proc.stderr[-2000:]
+    assert "no-such-model not found" in proc.stderr
+
+
 def test_predict_refuses_to_overwrite(capsys, model_dir, tmp_path):
     (tmp_path / "out.csv").write_text("keep me")
     code, _, err = run(capsys, "predict", "好", "--model", model_dir, "--output", tmp_path / "out.csv")

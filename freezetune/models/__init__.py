@@ -71,6 +71,13 @@ def _load(loader, name: str, **kwargs):
         ) from exc
 
 
+def check_model_source(name: str) -> None:
+    """The cheap part of loading `--model`, for a command to run before it imports transformers: a missing folder
+    or a file answers at once, not after seconds of imports. A `builtin:` name is checked where it resolves."""
+    if not name.startswith(BUILTIN_PREFIX):
+        _check_local_path(name)
+
+
 def _check_local_path(source: str) -> None:
     """A `--model` that is a local path and not a folder fails at once: the loaders would take it for a hub id and
     retry the hub for half a minute first. Local: anything on disk, and whatever no hub id can be (`./x`, `a/b/c`)."""
