@@ -187,7 +187,7 @@ class TrainConfig(TrainOptions):
     freeze_embeddings: bool = option(False, "older spelling of +emb: also freeze the embeddings")
     seed: int = option(0, "random seed of the head's initialisation, dropout and batch order")
     run_name: str = option("", "the run's name in the --report-to tracker (the Trainer's run_name); default "
-                           "MODEL/STRATEGY/seedN")
+                           "MODEL/STRATEGY/seedN; with --lr auto each candidate is NAME-lrX (MODEL/STRATEGY-lrX/seedN)")
     keep_adapter: bool = option(False, "with LoRA: also write the adapter alone into OUT/adapter (loads with "
                                 "peft's PeftModel.from_pretrained)")
     overwrite: bool = option(False, "replace an existing output directory")

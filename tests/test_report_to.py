@@ -134,6 +134,20 @@ def test_mlflow_run_holds_each_epoch_the_final_metrics_and_the_options(mlflow_st
     assert run.data.params["freezetune.output_dir"] == str(tmp_path / "out")
 
 
+@pytest.mark.parametrize("run_name", ["", "mine"])
+def test_each_learning_rate_candidate_is_its_own_mlflow_run(mlflow_store, tiny_bert, tiny_csv_dir, tmp_path, run_name):
+    metrics = train(tracked_config(tiny_bert, tiny_csv_dir, tmp_path / "out", epochs=1, lr="auto", report_to="mlflow",
+                                   run_name=run_name))
+    lrs = [trial["lr"] for trial in metrics["lr_search"]]
+    base = run_name or f"{tiny_bert.name}/freeze1"
+    names = {lr: f"{base}-lr{lr:g}" + ("" if run_name else "/seed0") for lr in lrs}
+    runs = mlflow_runs(mlflow_store)
+    assert len(lrs) > 1 and sorted(runs) == sorted(names.values())
+    for trial in metrics["lr_search"]:
+        assert runs[names[trial["lr"]]].data.metrics["final/validation_accuracy"] == pytest.approx(
+            trial["validation_accuracy"])
+
+
 def test_an_mlflow_run_the_program_started_receives_the_run(mlflow_store, tiny_bert, tiny_csv_dir, tmp_path):
     import mlflow
 

@@ -28,6 +28,7 @@ from ..outputs import check_not_input, check_output_dir, write_json_atomic
 from ..strategies import parse_strategy
 from .distributed import is_main_process
 from .run import train_one
+from .tracking import candidate_run_name
 
 log = logging.getLogger("freezetune")
 
@@ -96,8 +97,8 @@ def train(config: TrainConfig, splits: Splits | None = None) -> dict:
     try:
         def candidate(lr: float) -> dict:
             log.info("learning-rate search: %s at lr %g", config.strategy, lr)
-            return train_one(dataclasses.replace(config, lr=lr, output_dir=str(scratch / f"lr{lr:g}"), overwrite=False),
-                             splits)
+            return train_one(dataclasses.replace(config, lr=lr, output_dir=str(scratch / f"lr{lr:g}"), overwrite=False,
+                                                 run_name=candidate_run_name(config, lr)), splits)
 
         result = search(parse_strategy(config.strategy).lr_grid, config.metric, candidate, config.strategy)
         metrics = {**result.best.metrics, "lr_search": result.record()}

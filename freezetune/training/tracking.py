@@ -49,6 +49,14 @@ def run_name(config) -> str:
     return config.run_name or default_run_name(config.model, config.strategy, config.seed)
 
 
+def candidate_run_name(config, lr: float) -> str:
+    """A learning-rate candidate's name (`--lr auto`): RUN_NAME-lrX, or MODEL/STRATEGY-lrX/seedN as a study names
+    its runs, so the candidates are told apart in the tracker."""
+    if config.run_name:
+        return f"{config.run_name}-lr{lr:g}"
+    return default_run_name(config.model, f"{config.strategy}-lr{lr:g}", config.seed)
+
+
 def default_run_name(model: str, strategy: str, seed: int) -> str:
     """MODEL/STRATEGY/seedN: MODEL is a local model folder's own name, else the id as given."""
     path = Path(model).expanduser()
