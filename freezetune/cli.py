@@ -16,7 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .config import DEFAULT_DATA, DEFAULT_MODEL, TrainConfig
+from .config import DEFAULT_DATA, DEFAULT_MODEL, TrainConfig, check_distinct_columns
 from .errors import Terminated, UserError
 from .inference.backends import add_predictor_arguments
 from .layout import is_main_process
@@ -260,6 +260,7 @@ def cmd_serve(args) -> None:
 
 
 def cmd_eval(args) -> None:
+    check_distinct_columns(args.text_column, args.label_column)  # the flags first, then the files they name
     _check_model_sources([args.model])
     from .inference.predict import evaluate
     from .metrics import format_report
