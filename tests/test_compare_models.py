@@ -3,6 +3,7 @@ strategy, the report's model column, models-by-strategy table and paired tests b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -17,6 +18,7 @@ from freezetune.cli import main
 from freezetune.compare import CompareOptions, compare
 from freezetune.compare.grid import study_models
 from freezetune.errors import UserError
+from freezetune.layout import OPTIONS_FILE
 
 LRS = (0.005, 0.001)
 STRATEGIES = ["full", "head", "lstm", "tfidf"]
@@ -168,11 +170,48 @@ def test_resume_of_a_multi_model_study(study, tiny_bert, monkeypatch):
     monkeypatch.setattr("freezetune.baselines.run_tfidf", lambda *a, **k: calls.append("tfidf"))
     compare(CompareOptions(**{**vars(options), "resume": True}))
     assert calls == [again]  # that one run only, in its model's folder
-    with pytest.raises(UserError, match="different model, models"):
-        compare(CompareOptions(**{**vars(options), "models": options.models[::-1], "resume": True}))
-    with pytest.raises(UserError, match="different models"):
-        compare(CompareOptions(**{**vars(options), "models": [options.models[0], str(tiny_bert)],
-                                               "resume": True}))
+    for models in (options.models[::-1], [options.models[0], str(tiny_bert)], options.models[:1]):  # folders move
+        with pytest.raises(UserError, match="can add models after its own, not reorder, replace or drop"):
+            compare(CompareOptions(**{**vars(options), "models": models, "resume": True}))
+
+
+def test_resume_adds_a_model_after_the_studys_own(study, tiny_bert, tmp_path, monkeypatch):
+    """The finished runs stay; the new model's runs (and its lr search) run in its own folder; the record follows."""
+    out, options = study
+    grown = tmp_path / "grown"
+    shutil.copytree(out, grown)
+    before = {name: metrics(grown, name) for name in finished(grown)}
+    calls = []
+
+    def fake_train(run, splits, options, folder):  # a finished run's numbers, in the new model's folder
+        calls.append(run.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(grown / "runs" / run.name.replace("bert-3/", "bert/", 1) / "metrics.json", folder / "metrics.json")
+
+    monkeypatch.setattr(grid, "_train_transformer", fake_train)
+    monkeypatch.setattr("freezetune.baselines.run_lstm", lambda *a, **k: pytest.fail("the baselines ran again"))
+    monkeypatch.setattr("freezetune.baselines.run_tfidf", lambda *a, **k: pytest.fail("the baselines ran again"))
+    (tmp_path / "tiny").mkdir()
+    shutil.copytree(tiny_bert, tmp_path / "tiny" / "bert")  # a third `bert` folder: its runs go to bert-3
+    models = [*options.models, str(tmp_path / "tiny" / "bert")]
+    compare(CompareOptions(**{**vars(options), "output_dir": str(grown), "models": models, "resume": True}))
+    assert calls and all(name.startswith("bert-3/") for name in calls)
+    assert {name: metrics(grown, name) for name in before} == before  # the finished runs untouched
+    assert sorted(calls) == sorted(n.replace("bert/", "bert-3/", 1) for n in before if n.startswith("bert/"))
+    assert json.loads((grown / OPTIONS_FILE).read_text(encoding="utf-8"))["models"] == models
+    assert "| strategy | bert | bert-2 | bert-3 |" in (grown / "report.md").read_text(encoding="utf-8")
+    assert {"bert-3/full", "bert-3/head"} <= set(json.loads((grown / "lr_selection.json").read_text()))
+
+
+def test_a_one_model_study_does_not_resume_as_several(berts, tiny_csv_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(grid, "_train_transformer", lambda run, splits, options, folder: pytest.fail("a run started"))
+    out = tmp_path / "out"
+    out.mkdir()
+    one = CompareOptions(output_dir=str(out), model=str(berts[0]), data=str(tiny_csv_dir), strategies=["head"],
+                         seeds=[0], **TINY)
+    (out / OPTIONS_FILE).write_text(json.dumps(dataclasses.asdict(one)), encoding="utf-8")
+    with pytest.raises(UserError, match="one model's .runs/STRATEGY-seedN."):
+        compare(CompareOptions(**{**vars(one), "models": [str(m) for m in berts], "resume": True}))
 
 
 def test_a_bad_model_in_the_list_fails_in_one_line_before_any_run(berts, tiny_csv_dir, tmp_path, capsys, no_training):

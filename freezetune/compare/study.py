@@ -201,12 +201,27 @@ def _refuse_mixing(out: Path, options: CompareOptions) -> None:
             # An option missing from the record (a study from an older version) counts as its default.
             previous = {**field_defaults(CompareOptions), **json.loads(record.read_text(encoding="utf-8"))}
             changed = [k for k, v in options.run_defining().items() if previous.get(k) != v]
+            if {"model", "models"} & set(changed) and (previous["models"] or options.models):
+                _check_models_grow(out, previous["models"] or [previous["model"]], options.models or [options.model])
+                changed = [k for k in changed if k not in ("model", "models")]
             if changed:
                 raise UserError(f"cannot --resume {out}: its runs used different {', '.join(changed)}; "
                                 "use the same options or another --output-dir")
         elif not options.overwrite:
             raise UserError(f"output directory {out} already exists: pass --resume to continue it, "
                             "--overwrite to replace its runs, or choose another --output-dir")
+
+
+def _check_models_grow(out: Path, before: list[str], now: list[str]) -> None:
+    """--resume may add models after a study's own (their runs are new folders); it may not reorder, replace or drop
+    them, since a model's folder name depends on the models before it (bert, bert-2), nor turn a one-model study
+    (runs/STRATEGY-seedN) into one of several (runs/MODEL/STRATEGY-seedN)."""
+    if len(before) > 1 and now[:len(before)] == before:
+        return
+    how = ("its runs are one model's (runs/STRATEGY-seedN), and a study of several keeps each model's runs in its own "
+           "folder" if len(before) == 1 else "--resume can add models after its own, not reorder, replace or drop them")
+    raise UserError(f"cannot --resume {out} with --models {','.join(now)}: the study's models are {','.join(before)}; "
+                    f"{how}: use another --output-dir")
 
 
 def _read_result(path: Path, splits) -> dict:
