@@ -17,6 +17,7 @@ import freezetune.compare.grid as grid
 from freezetune.cli import main
 from freezetune.compare import CompareOptions, compare
 from freezetune.compare.grid import study_models
+from freezetune.compare.study import _refuse_mixing
 from freezetune.errors import UserError
 from freezetune.layout import OPTIONS_FILE
 
@@ -212,6 +213,18 @@ def test_a_one_model_study_does_not_resume_as_several(berts, tiny_csv_dir, tmp_p
     (out / OPTIONS_FILE).write_text(json.dumps(dataclasses.asdict(one)), encoding="utf-8")
     with pytest.raises(UserError, match="one model's .runs/STRATEGY-seedN."):
         compare(CompareOptions(**{**vars(one), "models": [str(m) for m in berts], "resume": True}))
+    with pytest.raises(UserError, match="its runs used different model;"):  # another one model: the usual refusal
+        compare(CompareOptions(**{**vars(one), "model": str(berts[1]), "resume": True}))
+
+
+def test_a_model_study_resumes_as_the_same_models_study(berts, tiny_csv_dir, tmp_path):
+    """`--models A` is `--model A`, in either direction: the same folders, so the same study to resume."""
+    out = tmp_path / "out"
+    out.mkdir()
+    by_list = CompareOptions(output_dir=str(out), models=[str(berts[0])], data=str(tiny_csv_dir), strategies=["head"],
+                             seeds=[0], **TINY)
+    (out / OPTIONS_FILE).write_text(json.dumps(dataclasses.asdict(by_list)), encoding="utf-8")
+    _refuse_mixing(out, CompareOptions(**{**vars(by_list), "models": [], "model": str(berts[0]), "resume": True}))
 
 
 def test_a_bad_model_in_the_list_fails_in_one_line_before_any_run(berts, tiny_csv_dir, tmp_path, capsys, no_training):
